@@ -1,0 +1,63 @@
+"""Session fixtures: a real local Hub on a free port with a temporary data dir and a fresh HF_HOME.
+
+HF_ENDPOINT is read when huggingface_hub is imported, so the environment is set here, before
+any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from localhub.ctl import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+DATA_DIR = SHARED / "data" / "alien-vs-predator"
+WEIGHTS_DIR = SHARED / "weights"
+TOKEN = "localhub_test_token"
+PORT = free_port()
+_TMP = Path(tempfile.mkdtemp(prefix="avp-tests-"))
+
+os.environ.update({
+    "HF_ENDPOINT": f"http://127.0.0.1:{PORT}", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
+    "HF_HOME": str(_TMP / "hf_home"), "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false",
+})
+os.environ.pop("HF_HUB_OFFLINE", None)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local Hub for this test session; yields its endpoint."""
+    from localhub.ctl import start
+
+    process = start(PORT, _TMP / "hub", token=TOKEN)
+    yield os.environ["HF_ENDPOINT"]
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def avp_dataset():
+    """The dataset built from the shared data, and its report (built once per session)."""
+    from training.dataset import DatasetArguments, build_dataset
+
+    assert DATA_DIR.is_dir(), f"the shared data must lie beside the repo: {DATA_DIR}"
+    return build_dataset(DatasetArguments(data_dir=str(DATA_DIR)))
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` in a subprocess with this session's Hub environment."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def fresh_hf_home(tmp_path: Path) -> dict:
+    return {"HF_HOME": str(tmp_path / "fresh_hf_home")}
