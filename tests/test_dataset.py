@@ -33,7 +33,8 @@ def test_known_duplicates_and_leaks_are_found(avp_dataset):
     assert exact == {("validation/predator/1.jpg", "train/predator/199.jpg"),
                      ("validation/predator/58.jpg", "train/predator/247.jpg")}
     inside = {tuple(p) for p in report["exact_duplicates_in_train"]}
-    assert inside == {("train/alien/162.jpg", "train/alien/207.jpg"), ("train/predator/45.jpg", "train/predator/117.jpg")}
+    assert inside == {("train/alien/162.jpg", "train/alien/207.jpg"),
+                      ("train/predator/45.jpg", "train/predator/117.jpg")}
     listed_near = {f"validation/alien/{i}.jpg" for i in (12, 16, 26, 49, 58, 92)} | {
         "validation/predator/14.jpg", "validation/predator/39.jpg"}
     found = set(report["leaked_validation_files"])
