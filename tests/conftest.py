@@ -53,6 +53,24 @@ def avp_dataset():
     return build_dataset(DatasetArguments(data_dir=str(DATA_DIR)))
 
 
+@pytest.fixture(scope="session")
+def hub_dataset(hub, avp_dataset, tmp_path_factory) -> str:
+    """The shared data pushed to the session's Hub; returns its repo id."""
+    from training.publish_dataset import push_dataset
+
+    push_dataset(*avp_dataset, "demo/alien-vs-predator", tmp_path_factory.mktemp("dataset"))
+    return "demo/alien-vs-predator"
+
+
+@pytest.fixture(scope="session")
+def lite0(hub) -> str:
+    """The shared EfficientNet-Lite0 weights mirrored to the session's Hub, as on huggingface.co."""
+    from training.demo import mirror_weights
+
+    assert "timm/tf_efficientnet_lite0.in1k" in mirror_weights(WEIGHTS_DIR)
+    return "hf-hub:timm/tf_efficientnet_lite0.in1k"
+
+
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` in a subprocess with this session's Hub environment."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,

@@ -42,12 +42,9 @@ def test_known_duplicates_and_leaks_are_found(avp_dataset):
     assert 190 <= report["leak_free_validation"] <= 192
 
 
-def test_push_then_load_in_a_fresh_process(hub, avp_dataset, tmp_path):
-    from training.publish_dataset import push_dataset
-
+def test_push_then_load_in_a_fresh_process(hub_dataset, avp_dataset, tmp_path):
     dataset, report = avp_dataset
-    push_dataset(dataset, report, "demo/avp-test", tmp_path)
-    script = ("import json; from datasets import load_dataset; d = load_dataset('demo/avp-test'); "
+    script = (f"import json; from datasets import load_dataset; d = load_dataset('{hub_dataset}'); "
               "v = d['validation']; print(json.dumps({'n': {s: len(d[s]) for s in d}, "
               "'names': v.features['label'].names, 'files': v['file'][:3], 'leaks': sum(v['leak']), "
               "'mode': v[0]['image'].mode}))")
@@ -59,12 +56,12 @@ def test_push_then_load_in_a_fresh_process(hub, avp_dataset, tmp_path):
     assert loaded["files"] == dataset["validation"]["file"][:3]
     assert loaded["leaks"] == sum(dataset["validation"]["leak"]) == len(report["leaked_validation_files"])
 
-    card = DatasetCard.load("demo/avp-test", repo_type="dataset")
+    card = DatasetCard.load(hub_dataset, repo_type="dataset")
     data = card.data.to_dict()
     assert all(key in data for key in REQUIRED_YAML), sorted(data)
     assert data["task_categories"] == ["image-classification"]
     assert "| train | 347 | 347 | 694 |" in card.text
-    files = HfApi().list_repo_files("demo/avp-test", repo_type="dataset")
+    files = HfApi().list_repo_files(hub_dataset, repo_type="dataset")
     assert {"report.json", "augmentation_grid.png", "README.md"} <= set(files)
 
 

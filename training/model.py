@@ -1,0 +1,68 @@
+"""Models: a timm backbone, frozen, with a new head; and the seed's small CNN for the study."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from .errors import UserError, hub_errors
+
+DEFAULT_BACKBONE = "resnet50.tv_in1k"
+
+
+def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 2, pretrained: bool = True,
+                freeze: bool = True, drop_rate: float = 0.0) -> nn.Module:
+    """A timm model (any name or ``hf-hub:`` id) with a new ``num_classes`` head.
+
+    Frozen means every parameter but the head's has ``requires_grad=False``; keeping the
+    backbone's BatchNorm in eval mode is ``set_train_mode``'s job (``model.train()`` would undo it).
+    """
+    try:
+        with hub_errors(f"loading backbone {backbone}"):
+            model = timm.create_model(backbone, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise UserError(f"unknown backbone {backbone!r}: not a timm model name or hf-hub: id "
+                            "(see timm.list_models())") from None
+        raise
+    if freeze:
+        head = set(head_parameters(model))
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head)
+    return model
+
+
+def head_parameters(model: nn.Module) -> dict[int, nn.Parameter]:
+    classifier = model.get_classifier()
+    return {id(p): p for p in classifier.parameters()}
+
+
+def set_train_mode(model: nn.Module, frozen: bool) -> None:
+    """Train mode for what learns; a frozen backbone (BatchNorm, dropout) stays in eval mode."""
+    if not frozen:
+        model.train()
+        return
+    model.eval()
+    model.get_classifier().train()
+
+
+def small_cnn(in_chans: int = 3, num_classes: int = 2, size: int = 64) -> nn.Sequential:
+    """The seed's CNN: Conv(32,3x3)+ReLU, MaxPool, Conv(64,3x3)+ReLU, MaxPool, Flatten, Dropout(0.5), Linear."""
+    flat = 64 * (((size - 2) // 2 - 2) // 2) ** 2
+    return nn.Sequential(
+        nn.Conv2d(in_chans, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(flat, num_classes),
+    )
+
+
+def data_config(model: nn.Module, crop_pct: float | None = None) -> dict:
+    """Preprocessing from the model's ``pretrained_cfg`` (never hard-coded); ``crop_pct`` may override it."""
+    return timm.data.resolve_data_config({"crop_pct": crop_pct} if crop_pct else {}, model=model)
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Pooled backbone features (the head's input), without autograd."""
+    return model.forward_head(model.forward_features(pixel_values), pre_logits=True)

@@ -1,0 +1,92 @@
+"""Save a trained model in timm's Hub layout (safetensors only) and push it with its model card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from timm.models import save_for_hf
+
+from .errors import hub_errors
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "template.md"
+UPLOADED = ("model.safetensors", "config.json", "README.md", "results.json", "run.json", "confusion_matrix.png",
+            "study.json", "study.png")
+
+
+def save_model(model, class_names: list[str], directory: Path, data_config: dict | None = None) -> Path:
+    """``model.safetensors`` + ``config.json`` with label names and the preprocessing config.
+
+    timm records ``num_classes`` inside ``model_args`` too; transformers' TimmWrapper then fails
+    (``KeyError: 'num_classes'``), so it is kept only at the top level, where timm reads it anyway.
+    """
+    save_for_hf(model, str(directory), model_config={"label_names": list(class_names)}, safe_serialization=True,
+                data_config=data_config)
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config.get("model_args", {}).pop("num_classes", None)
+    if not config.get("model_args"):
+        config.pop("model_args", None)
+    config_path.write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def base_model_id(backbone: str) -> str | None:
+    """The Hub id the backbone's weights came from (``hf-hub:timm/x`` -> ``timm/x``; ``resnet50.tv_in1k`` ->
+    ``timm/resnet50.tv_in1k``)."""
+    if backbone.startswith("hf-hub:"):
+        return backbone.removeprefix("hf-hub:").split("@")[0]
+    if backbone.startswith(("local-dir:", "/", ".")):
+        return None
+    return f"timm/{backbone}" if "." in backbone else None
+
+
+def render_card(results: dict, args, repo_id: str, study: dict | None = None) -> ModelCard:
+    full, clean = results["validation"], results["validation_leak_free"]
+    dataset_id = args.dataset
+
+    def metric(kind: str, value: float, name: str, config: str) -> EvalResult:
+        return EvalResult(task_type="image-classification", dataset_type=dataset_id, dataset_name="Alien vs. Predator",
+                          dataset_split="validation", dataset_config=config, metric_type=kind,
+                          metric_value=round(value, 4), metric_name=name)
+
+    eval_results = [
+        metric("accuracy", full["accuracy"], f"Accuracy (all {full['n']})", "all"),
+        metric("f1", full["f1"], f"F1 macro (all {full['n']})", "all"),
+        metric("accuracy", clean["accuracy"], f"Accuracy (leak-free {clean['n']})", "leak-free"),
+        metric("f1", clean["f1"], f"F1 macro (leak-free {clean['n']})", "leak-free"),
+    ]
+    base = base_model_id(args.backbone)
+    data = ModelCardData(
+        library_name="timm", pipeline_tag="image-classification", license="apache-2.0",
+        datasets=[dataset_id], base_model=base, tags=["image-classification", "timm", "transfer-learning",
+                                                      "frozen-backbone", "alien-vs-predator"],
+        model_name=repo_id.split("/")[-1], eval_results=eval_results,
+    )
+    return ModelCard.from_template(data, template_path=str(TEMPLATE), repo_id=repo_id, results=results,
+                                   args=asdict(args), base_model=base, study=study,
+                                   run=json.loads(Path(args.output_dir, "run.json").read_text()))
+
+
+def push_model(output_dir: Path, repo_id: str, args, private: bool = False, study: dict | None = None,
+               message: str | None = None) -> str:
+    """Upload the saved model, its card and the run's evidence as one commit; returns the commit URL."""
+    results = json.loads((output_dir / "results.json").read_text())
+    study_path = output_dir / "study.json"
+    study = study or (json.loads(study_path.read_text()) if study_path.is_file() else None)
+    card = render_card(results, args, repo_id, study)
+    (output_dir / "model" / "README.md").write_text(str(card))
+    for name in ("results.json", "run.json", "confusion_matrix.png", "study.json", "study.png"):
+        if (output_dir / name).is_file():
+            (output_dir / "model" / name).write_bytes((output_dir / name).read_bytes())
+    full, clean = results["validation"], results["validation_leak_free"]
+    message = message or (f"Train {args.backbone} head: validation accuracy {full['accuracy']:.4f} "
+                          f"(leak-free {clean['accuracy']:.4f})")
+    api = HfApi()
+    with hub_errors(f"pushing model {repo_id}"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=output_dir / "model", commit_message=message,
+                                 allow_patterns=list(UPLOADED))
+    return info.commit_url
