@@ -10,7 +10,7 @@ WEIGHTS_DIR ?= ../shared/weights
 HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$$(cat $(HUB_DIR)/token) HF_HUB_DISABLE_XET=1 \
 	HF_HOME=$(CURDIR)/.cache/localhub-hf
 
-.PHONY: venv hub hub-stop demo test lint
+.PHONY: venv hub hub-stop demo space study retrain test lint
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -28,6 +28,23 @@ demo: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	$(HUB_ENV) $(PY) -m training.demo --data_dir $(DATA_DIR) --weights_dir $(WEIGHTS_DIR)
 	@echo "local Hub still running at http://127.0.0.1:$(HUB_PORT) (make hub prints its exports; make hub-stop ends it)"
+
+# Serve the published Space from the local Hub's copy, as a visitor would get it.
+space: venv
+	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
+	rm -rf .cache/space && $(HUB_ENV) $(PY) -c "from huggingface_hub import snapshot_download; \
+		snapshot_download('demo/alien-vs-predator', repo_type='space', local_dir='.cache/space')"
+	cd .cache/space && $(HUB_ENV) GRADIO_SERVER_NAME=127.0.0.1 ../../$(PY) app.py
+
+# The seed's augmentation study (about 10 minutes on 2 cores); `make demo` then puts it in the card.
+study: venv
+	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
+	$(HUB_ENV) $(PY) -m training.study --dataset demo/alien-vs-predator
+
+retrain: venv
+	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
+	$(HUB_ENV) $(PY) -m training.retrain --dataset_id demo/alien-vs-predator \
+		--model_id demo/alien-vs-predator-classifier --space_id demo/alien-vs-predator $(ARGS)
 
 test: venv
 	$(PY) -m ruff check .

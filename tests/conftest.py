@@ -71,6 +71,20 @@ def lite0(hub) -> str:
     return "hf-hub:timm/tf_efficientnet_lite0.in1k"
 
 
+@pytest.fixture(scope="session")
+def trained_model(hub_dataset, lite0, tmp_path_factory):
+    """A short real run (mirrored Lite0, a subset of train, all of validation), pushed as demo/avp-model-test."""
+    from training.publish_model import push_model
+    from training.train import TrainArguments, train
+
+    output_dir = tmp_path_factory.mktemp("train")
+    args = TrainArguments(dataset=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
+                          output_dir=str(output_dir))
+    results = train(args)
+    push_model(output_dir, "demo/avp-model-test", args)
+    return args, results, "demo/avp-model-test"
+
+
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` in a subprocess with this session's Hub environment."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,

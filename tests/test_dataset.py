@@ -158,7 +158,8 @@ def test_decompression_bomb_is_refused():
     buffer = io.BytesIO()
     Image.new("L", (9000, 9000)).save(buffer, format="PNG")
     assert len(buffer.getvalue()) < 1_000_000
-    with pytest.raises(ValueError, match="above the cap"):
+    # Pillow's own cap may fire first (the Space's tests lower it process-wide): either refusal is right.
+    with pytest.raises(ValueError, match="above the cap|decompression bomb"):
         decode_image(buffer.getvalue(), "bomb.png", max_pixels=50_000_000)
 
 

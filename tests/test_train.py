@@ -13,16 +13,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
-from training.train import TrainArguments, train
 
 
 @pytest.fixture(scope="module")
-def trained(hub_dataset, lite0, tmp_path_factory):
-    """A short real run: mirrored Lite0 weights, a subset of train, the whole validation split."""
-    output_dir = tmp_path_factory.mktemp("train")
-    args = TrainArguments(dataset=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
-                          output_dir=str(output_dir))
-    return args, train(args)
+def trained(trained_model):
+    return trained_model[:2]
 
 
 def test_short_run_learns(trained):
@@ -36,14 +31,12 @@ def test_short_run_learns(trained):
     run = json.loads((ROOT / args.output_dir / "run.json").read_text())
     assert run["args"]["seed"] == 42 and "torch" in run["versions"]
     names = {p.name for p in (ROOT / args.output_dir / "model").iterdir()}
-    assert names == {"model.safetensors", "config.json"}  # no pickle
+    assert {"model.safetensors", "config.json"} <= names and not any(n.endswith((".bin", ".pth", ".pkl"))
+                                                                     for n in names)  # no pickle
 
 
 def test_pushed_model_loads_in_timm_and_transformers(trained, tmp_path):
-    from training.publish_model import push_model
-
     args, results = trained
-    push_model(ROOT / args.output_dir, "demo/avp-model-test", args)
     files = set(HfApi().list_repo_files("demo/avp-model-test"))
     assert {"model.safetensors", "config.json", "README.md", "results.json"} <= files
     assert not any(f.endswith((".bin", ".pth", ".pt", ".pkl")) for f in files)

@@ -70,17 +70,22 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None) ->
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 
 
-def push_model(output_dir: Path, repo_id: str, args, private: bool = False, study: dict | None = None,
+def push_model(output_dir: Path, repo_id: str, args, private: bool = False, study_dir: Path | None = None,
                message: str | None = None) -> str:
-    """Upload the saved model, its card and the run's evidence as one commit; returns the commit URL."""
+    """Upload the saved model, its card and the run's evidence as one commit; returns the commit URL.
+
+    ``study_dir`` holding ``study.json``/``study.png`` (from ``training.study``) adds the study to the card.
+    """
     results = json.loads((output_dir / "results.json").read_text())
-    study_path = output_dir / "study.json"
-    study = study or (json.loads(study_path.read_text()) if study_path.is_file() else None)
+    evidence = {name: output_dir / name for name in ("results.json", "run.json", "confusion_matrix.png")}
+    if study_dir is not None and (study_dir / "study.json").is_file():
+        evidence.update({name: study_dir / name for name in ("study.json", "study.png")})
+    study = json.loads(evidence["study.json"].read_text()) if "study.json" in evidence else None
     card = render_card(results, args, repo_id, study)
     (output_dir / "model" / "README.md").write_text(str(card))
-    for name in ("results.json", "run.json", "confusion_matrix.png", "study.json", "study.png"):
-        if (output_dir / name).is_file():
-            (output_dir / "model" / name).write_bytes((output_dir / name).read_bytes())
+    for name, path in evidence.items():
+        if path.is_file():
+            (output_dir / "model" / name).write_bytes(path.read_bytes())
     full, clean = results["validation"], results["validation_leak_free"]
     message = message or (f"Train {args.backbone} head: validation accuracy {full['accuracy']:.4f} "
                           f"(leak-free {clean['accuracy']:.4f})")

@@ -64,6 +64,7 @@ class TrainArguments:
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
     push_to_hub: str | None = field(default=None, metadata={"help": "model repo id to push to"})
     private: bool = False
+    study_dir: str = field(default="outputs/study", metadata={"help": "training.study output to put in the card"})
 
 
 def cpu_has_bf16() -> bool:
@@ -310,7 +311,8 @@ def main() -> None:
     if args.push_to_hub:
         from .publish_model import push_model
 
-        print(f"pushed model {args.push_to_hub}: {push_model(output_dir, args.push_to_hub, args, args.private)}")
+        url = push_model(output_dir, args.push_to_hub, args, args.private, study_dir=Path(args.study_dir))
+        print(f"pushed model {args.push_to_hub}: {url}")
 
 
 if __name__ == "__main__":

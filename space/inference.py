@@ -1,0 +1,130 @@
+"""The Space's model: load from the Hub by id, predict, and explain with class activation maps.
+
+``predict(image, method) -> (label_scores, heatmap_overlay)`` is pure (no Gradio) and tested
+without a server. CAM never backpropagates through the backbone: the backbone runs once under
+``torch.inference_mode``; gradient methods differentiate only the head, starting at the last
+feature map (pytorch-grad-cam on a head-only module). Classic CAM is the head's weights applied to
+that feature map, which needs no gradient at all.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import timm
+import torch
+import yaml
+from matplotlib import colormaps
+from PIL import Image
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+CAM_METHODS = ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
+GRADIENT_METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "Layer-CAM": LayerCAM}
+
+
+class HeadOnly(nn.Module):
+    """The classifier part of a timm model, fed with the last feature map (the CAM target layer)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.feature_map = nn.Identity()  # hook point: gradients stop here
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.feature_map(features))
+
+
+class Classifier:
+    # fp32 by default: at batch 1 on this 2-core CPU, bf16 autocast measured slower (ResNet50 p50
+    # 77 ms vs 50 ms, bench/inference.py); "bf16" or "auto" (bf16 where the CPU has it) on request.
+    def __init__(self, model: str | nn.Module, precision: str = "fp32"):
+        """``model``: a Hub model id (loaded with timm, preprocessing and labels from its config) or a timm model."""
+        if isinstance(model, str):
+            model = timm.create_model(f"hf-hub:{model}", pretrained=True)
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.to(memory_format=torch.channels_last)
+        config = timm.data.resolve_data_config({}, model=self.model)
+        self.transform = timm.data.create_transform(**config)
+        names = self.model.pretrained_cfg.get("label_names") or [str(i) for i in range(self.model.num_classes)]
+        self.labels = list(names)
+        self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and _cpu_has_bf16()) else None
+        self.head = HeadOnly(self.model)
+        self.cams = {name: cls(model=self.head, target_layers=[self.head.feature_map])
+                     for name, cls in GRADIENT_METHODS.items()}
+
+    def features(self, image: Image.Image) -> torch.Tensor:
+        x = self.transform(image).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=self.dtype or torch.bfloat16,
+                                                    enabled=self.dtype is not None):
+            return self.model.forward_features(x).float()
+
+    def predict(self, image: Image.Image, method: str | None = "CAM") -> tuple[dict[str, float], np.ndarray | None]:
+        """Label probabilities, and the CAM (values in [0, 1], feature-map resolution) for the top class."""
+        features = self.features(image)
+        with torch.inference_mode():
+            probs = self.model.forward_head(features).softmax(-1)[0]
+        scores = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+        if method is None:
+            return scores, None
+        return scores, self.cam(features, int(probs.argmax()), method)
+
+    def cam(self, features: torch.Tensor, target: int, method: str) -> np.ndarray:
+        if method == "CAM":
+            weights = self.model.get_classifier().weight[target]  # (C,)
+            cam = torch.einsum("c,chw->hw", weights, features[0]).clamp(min=0).numpy()
+        elif method in GRADIENT_METHODS:
+            leaf = features.clone().requires_grad_(True)  # a fresh leaf: nothing before it is differentiated
+            cam = self.cams[method](input_tensor=leaf, targets=[ClassifierOutputTarget(target)])[0]
+        else:
+            raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+        span = cam.max() - cam.min()
+        return (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
+
+
+def overlay(image: Image.Image, cam: np.ndarray, opacity: float = 0.5) -> Image.Image:
+    """The CAM upsampled to the image's own size, coloured (RGB 'jet') and blended over it."""
+    heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
+    colored = (colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
+    return Image.blend(image, Image.fromarray(colored), float(np.clip(opacity, 0.0, 1.0)))
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+_classifier: Classifier | None = None
+
+
+def model_id() -> str:
+    """MODEL_ID from the environment, else the first of ``models:`` in this Space's README."""
+    if os.environ.get("MODEL_ID"):
+        return os.environ["MODEL_ID"]
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+    front_matter = open(readme, encoding="utf-8").read().split("---")[1]
+    models = yaml.safe_load(front_matter).get("models") or []
+    if not models:
+        raise RuntimeError("no model to load: set MODEL_ID or list one under `models:` in README.md")
+    return models[0]
+
+
+def get_classifier() -> Classifier:
+    """The Space's model (from the Hub at HF_ENDPOINT), loaded once per process."""
+    global _classifier
+    if _classifier is None:
+        _classifier = Classifier(model_id())
+    return _classifier
+
+
+def predict(image: Image.Image, method: str = "CAM", opacity: float = 0.5) -> tuple[dict[str, float], Image.Image]:
+    """One image in, (label -> probability, heatmap blended over the image at its size) out."""
+    scores, cam = get_classifier().predict(image, method)
+    return scores, overlay(image, cam, opacity)

@@ -1,0 +1,27 @@
+"""Smoke runs of the benchmarks (no timing assertions: the numbers belong in BENCHMARKS.md)."""
+
+import re
+
+from tests.conftest import run_module
+
+
+def _rows(output: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in output.splitlines()
+            if line.startswith("| ") and not line.startswith("| loop") and not line.startswith("| model")]
+
+
+def test_train_throughput_quick():
+    result = run_module("bench.train_throughput", "--quick")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _rows(result.stdout)
+    assert [r[0].split(" (")[0] for r in rows][:1] == ["plain fp32 eager NCHW loop"]
+    assert len(rows) == 4 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_inference_quick():
+    result = run_module("bench.inference", "--quick")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _rows(result.stdout)
+    methods = {r[2] for r in rows}
+    assert {"predict alone", "+ CAM (+ overlay)", "+ Grad-CAM (+ overlay)"} <= methods
+    assert all(re.fullmatch(r"\d+\.\d", r[3]) for r in rows)

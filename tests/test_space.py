@@ -1,0 +1,234 @@
+"""The Space: predict and CAM without a server, bad uploads, the app under load, the published copy."""
+
+import io
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from localhub.ctl import free_port
+from tests.conftest import DATA_DIR, ROOT
+
+sys.path.insert(0, str(ROOT / "space"))  # the Space runs from its own folder, as on the Hub
+import image_io  # noqa: E402
+import inference  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def random_resnet50(hub, tmp_path_factory) -> str:
+    """A frozen ResNet50 with random weights and a 2-class head, in the model repo layout."""
+    from huggingface_hub import HfApi
+
+    from training.model import build_model
+    from training.publish_model import save_model
+
+    folder = save_model(build_model("resnet50", 2, pretrained=False), ["alien", "predator"],
+                        tmp_path_factory.mktemp("resnet50"))
+    HfApi().create_repo("demo/resnet50-random", exist_ok=True)
+    HfApi().upload_folder(repo_id="demo/resnet50-random", folder_path=folder)
+    return "demo/resnet50-random"
+
+
+def _validation(name: str) -> Image.Image:
+    return image_io.load_upload(DATA_DIR / "validation" / name)
+
+
+@pytest.mark.parametrize("which", ["resnet50", "lite0"])
+def test_predict_and_every_cam_method(which, random_resnet50, trained_model):
+    model_id = random_resnet50 if which == "resnet50" else trained_model[2]
+    classifier = inference.Classifier(model_id)
+    image = _validation("alien/3.jpg")
+    for method in inference.CAM_METHODS:
+        scores, cam = classifier.predict(image, method)
+        assert set(scores) == {"alien", "predator"} and abs(sum(scores.values()) - 1) < 1e-4
+        assert cam.ndim == 2 and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+        blended = inference.overlay(image, cam, 0.5)
+        assert blended.size == image.size and blended.mode == "RGB"
+    assert all(p.grad is None and not p.requires_grad for p in classifier.model.parameters())
+
+
+def test_classic_cam_matches_grad_cam_for_a_linear_head(trained_model):
+    # For global average pooling + a linear layer, Grad-CAM's weights are the head's weights / (h*w).
+    classifier = inference.Classifier(trained_model[2])
+    features = classifier.features(_validation("predator/3.jpg"))
+    assert np.allclose(classifier.cam(features, 1, "CAM"), classifier.cam(features, 1, "Grad-CAM"), atol=0.05)
+
+
+def _png(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **{"format": "PNG", **kwargs})
+    return buffer.getvalue()
+
+
+def bad_uploads(tmp_path) -> dict:
+    """name -> (file bytes or None, the message the user must get)."""
+    jpeg = (DATA_DIR / "validation" / "alien" / "3.jpg").read_bytes()
+    return {
+        "empty.jpg": (b"", "empty (0 bytes)"),
+        "notes.jpg": (b"just some text, not a picture\n" * 5, "not an image"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 3], "damaged or truncated"),
+        "bomb.png": (_png(Image.new("L", (9000, 9000))), "megapixels"),
+        "huge.png": (_png(Image.new("1", (12000, 12000))), "too many pixels"),
+        "one.png": (_png(Image.new("RGB", (1, 1))), "too small"),
+        "thin.png": (_png(Image.new("RGB", (20000, 1))), "too thin"),
+        "drawing.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "SVG"),
+        "big.jpg": (os.urandom(11 * 1024 * 1024), "limit is 10 MB"),
+    }
+
+
+def test_bad_uploads_get_specific_messages(tmp_path):
+    for name, (data, message) in bad_uploads(tmp_path).items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(image_io.BadImage, match=re.escape(message)):
+            image_io.load_upload(path)
+    with pytest.raises(image_io.BadImage, match="No image"):
+        image_io.load_upload(None)
+
+
+@pytest.mark.parametrize("kind", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "gif", "webp", "bmp", "tiff", "exif"])
+def test_unusual_but_valid_uploads(kind, tmp_path):
+    base = Image.open(DATA_DIR / "validation" / "predator" / "3.jpg").convert("RGB")
+    path = tmp_path / f"x.{kind.replace(';', '')}"
+    if kind == "gif":
+        frames = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+        frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+    elif kind in ("webp", "bmp", "tiff"):
+        base.save(path, format=kind.upper())
+    elif kind == "exif":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        base.save(path, format="JPEG", exif=exif)
+    elif kind == "I;16":
+        Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 200).save(path, format="PNG")
+    else:
+        base.convert(kind).save(path, format="TIFF" if kind == "CMYK" else "PNG")
+    image = image_io.load_upload(path)
+    assert image.mode == "RGB"
+    assert image.size == ((base.height, base.width) if kind == "exif" else base.size)
+
+
+def test_big_jpeg_is_decoded_small_and_cheaply(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (6000, 4000), (90, 20, 20)).save(path, quality=70)
+    image = image_io.load_upload(path)
+    assert max(image.size) <= image_io.WORK_SIDE
+
+
+@pytest.fixture(scope="module")
+def app_url(trained_model):
+    os.environ["MODEL_ID"] = trained_model[2]
+    import app
+
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                max_file_size=image_io.MAX_FILE_BYTES, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    os.environ.pop("MODEL_ID")
+
+
+def _correct_examples(trained_model, n: int):
+    wrong = {m["file"] for m in trained_model[1]["misclassified"]}
+    files = [f"validation/{c}/{i}.jpg" for i in range(3, 40) for c in ("alien", "predator")]
+    return [f for f in files if f not in wrong][:n]
+
+
+def test_app_end_to_end_with_bad_inputs(app_url, trained_model, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    for file in _correct_examples(trained_model, 4):
+        label, heatmap = client.predict(handle_file(str(DATA_DIR / file)),
+                                        "Grad-CAM", 0.5, api_name="/predict")
+        assert label["label"] == file.split("/")[1]
+        assert Image.open(heatmap).size == Image.open(DATA_DIR / file).size  # the image's own resolution
+    good = handle_file(str(DATA_DIR / "validation" / "alien" / "3.jpg"))
+    for name, (data, message) in bad_uploads(tmp_path).items():
+        if name == "big.jpg":
+            message = "exceeds the maximum"  # refused by Gradio's max_file_size before the app sees it
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(Exception) as info:
+            client.predict(handle_file(str(path)), "CAM", 0.5, api_name="/predict")
+        assert message.lower() in str(info.value).lower(), (name, str(info.value))
+        label, _ = client.predict(good, "CAM", 0.5, api_name="/predict")  # the server keeps serving
+        assert label["label"] in ("alien", "predator")
+
+
+def test_twenty_clients_ten_requests_each(app_url, trained_model, tmp_path):
+    from gradio_client import Client, handle_file
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png(Image.new("1", (12000, 12000))))
+    good = str(DATA_DIR / "validation" / "predator" / "3.jpg")
+    failures, lock = [], threading.Lock()
+
+    def client_session(k: int) -> None:
+        client = Client(app_url, verbose=False)
+        for i in range(10):
+            huge_one = (k * 10 + i) % 10 == 9
+            try:
+                label, _ = client.predict(handle_file(str(huge) if huge_one else good), "CAM", 0.5,
+                                          api_name="/predict")
+                ok = not huge_one and label["label"] in ("alien", "predator")
+            except Exception as e:
+                ok = huge_one and "too many pixels" in str(e)
+            if not ok:
+                with lock:
+                    failures.append((k, i))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(client_session, range(20)))
+    assert failures == [] and time.monotonic() - started < 600
+
+
+def test_published_space_runs_from_a_snapshot(trained_model, hub_dataset, tmp_path):
+    from gradio_client import Client, handle_file
+    from huggingface_hub import snapshot_download
+
+    from training.publish_space import SpaceArguments, publish_space
+
+    publish_space(SpaceArguments(space_id="demo/avp-space-test", model_id=trained_model[2], dataset_id=hub_dataset))
+    folder = snapshot_download("demo/avp-space-test", repo_type="space", local_dir=tmp_path / "space")
+    assert sorted(os.listdir(folder + "/examples"))  # examples were copied in
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MODEL_ID"}  # the Space finds its model in README.md
+    env.update(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", HF_HOME=str(tmp_path / "hf"))
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        client = None
+        deadline = time.monotonic() + 180
+        while client is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            except Exception:
+                time.sleep(1)
+        assert client is not None, process.stderr.read().decode()[-3000:] if process.poll() is not None else ""
+        file = _correct_examples(trained_model, 1)[0]
+        label, _ = client.predict(handle_file(str(DATA_DIR / file)), "CAM", 0.5,
+                                  api_name="/predict")
+        assert label["label"] == file.split("/")[1]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_no_gradient_reaches_the_backbone(trained_model):
+    classifier = inference.Classifier(trained_model[2])
+    features = classifier.features(_validation("alien/3.jpg"))
+    assert not features.requires_grad  # computed under inference_mode: no graph to backpropagate into
+    classifier.cam(features, 0, "Grad-CAM++")
+    assert all(p.grad is None for p in classifier.model.parameters())
+    assert torch.is_inference(features)
