@@ -10,7 +10,7 @@ WEIGHTS_DIR ?= ../shared/weights
 HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$$(cat $(HUB_DIR)/token) HF_HUB_DISABLE_XET=1 \
 	HF_HOME=$(CURDIR)/.cache/localhub-hf
 
-.PHONY: venv hub hub-stop demo space study retrain test lint
+.PHONY: venv hub hub-stop demo space study retrain browser test lint
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -46,7 +46,14 @@ retrain: venv
 	$(HUB_ENV) $(PY) -m training.retrain --dataset_id demo/alien-vs-predator \
 		--model_id demo/alien-vs-predator-classifier --space_id demo/alien-vs-predator $(ARGS)
 
-test: venv
+# The real-browser test needs Debian's chromium + chromium-driver; install them where apt can (as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	   >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }
+
+test: venv browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -20,14 +20,22 @@ OUTPUT_DIR = tempfile.mkdtemp(prefix="avp-space-outputs-")
 KEEP_OUTPUTS = 256
 
 
-class UploadedImage(gr.Image):
+def upload_input(**kwargs) -> gr.Image:
     """A gr.Image that hands the uploaded file's path on untouched, so that decoding (and its clear
-    error messages) happens in image_io rather than in Gradio's own, detail-less preprocessing."""
+    error messages) happens in image_io rather than in Gradio's own, detail-less preprocessing.
 
-    def preprocess(self, payload):
+    The override is on the instance: a subclass would make Gradio look for a custom frontend.
+    """
+    component = gr.Image(type="filepath", **kwargs)
+    default = component.preprocess
+
+    def preprocess(payload):
         if payload is None or (payload.url and payload.url.startswith("data:")):
-            return super().preprocess(payload)
+            return default(payload)
         return payload.path
+
+    component.preprocess = preprocess
+    return component
 
 
 def as_file(image) -> str:
@@ -91,7 +99,7 @@ def build_demo() -> gr.Blocks:
                     f"`{model_id()}`.")
         with gr.Row():
             with gr.Column():
-                image = UploadedImage(type="filepath", label="Picture", sources=["upload", "clipboard"])
+                image = upload_input(label="Picture", sources=["upload", "clipboard"])
                 method = gr.Radio(list(CAM_METHODS), value="CAM", label="Heatmap method")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
                 with gr.Row():

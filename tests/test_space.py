@@ -3,6 +3,7 @@
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -232,3 +233,45 @@ def test_no_gradient_reaches_the_backbone(trained_model):
     classifier.cam(features, 0, "Grad-CAM++")
     assert all(p.grad is None for p in classifier.model.parameters())
     assert torch.is_inference(features)
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="Debian's chromium and chromium-driver are not installed (make test installs them via apt)")
+def test_real_browser_uploads_an_example_and_sees_label_and_heatmap(app_url, trained_model, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(app_url)
+        wait = WebDriverWait(driver, 90)
+        upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+        file = _correct_examples(trained_model, 1)[0]
+        upload.send_keys(str(DATA_DIR / file))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "button.primary"))
+        driver.find_element(By.XPATH, "//button[normalize-space()='Classify']").click()
+        expected = file.split("/")[1]
+        # gr.Label shows the top class as its headline
+        wait.until(lambda d: expected in [e.text.strip() for e in d.find_elements(By.TAG_NAME, "h2")])
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "img[src*='file=']")) +
+                   len(d.find_elements(By.CSS_SELECTOR, "img[src*='/file']")) >= 2)
+        shot = tmp_path / "space.png"
+        driver.save_screenshot(str(shot))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert expected in driver.find_element(By.TAG_NAME, "body").text
+        (ROOT / "outputs").mkdir(exist_ok=True)
+        shutil.copy(shot, ROOT / "outputs" / "space_screenshot.png")  # for a person to look at
+    finally:
+        driver.quit()
