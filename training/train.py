@@ -16,6 +16,7 @@ processes (``torchrun``/``accelerate launch``) shard both the backbone passes an
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -75,10 +76,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: torch.device, precision: str):
-    """Mixed precision for the frozen backbone only; the small head trains in fp32."""
+def feature_extractor(model: nn.Module, precision: str) -> nn.Module:
+    """The frozen backbone for feature extraction, channels_last, in ``precision``.
+
+    For bf16/fp16 a low-precision *copy* is used: casting the weights once is ~10 % faster than
+    autocast re-casting them every batch, and the model that gets saved keeps its fp32 weights.
+    """
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    extractor = copy.deepcopy(model).to(dtype) if dtype is not None else model
+    return extractor.eval().to(memory_format=torch.channels_last)
 
 
 def resolve_precision(requested: str) -> str:
@@ -90,22 +96,22 @@ def resolve_precision(requested: str) -> str:
 
 
 @torch.inference_mode()
-def backbone_features(backbone: nn.Module, loader, accelerator: Accelerator, precision: str, flip: bool = False,
+def backbone_features(backbone: nn.Module, loader, accelerator: Accelerator, flip: bool = False,
                       desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of a whole split, gathered across processes: (N, D) or (2, N, D) with its mirror."""
     features, labels = [], []
+    dtype = next(backbone.parameters()).dtype
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
-        pixels = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
-        with autocast(accelerator.device, precision):
-            out = [backbone.forward_head(backbone.forward_features(p), pre_logits=True).float()
-                   for p in ([pixels, pixels.flip(-1)] if flip else [pixels])]
+        pixels = batch["pixel_values"].to(dtype).contiguous(memory_format=torch.channels_last)
+        out = [backbone.forward_head(backbone.forward_features(p), pre_logits=True).float()
+               for p in ([pixels, pixels.flip(-1)] if flip else [pixels])]
         features.append(accelerator.gather_for_metrics(torch.stack(out, 1)))
         labels.append(accelerator.gather_for_metrics(batch["labels"]))
     stacked = torch.cat(features).transpose(0, 1)
     return (stacked if flip else stacked[0]).clone(), torch.cat(labels).clone()
 
 
-def feature_bank(backbone, plain_loader, augmented_loader, accelerator, args, precision: str,
+def feature_bank(backbone, plain_loader, augmented_loader, accelerator, args,
                  checkpoint_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Train features: the images as evaluated and mirrored, then ``augmented_views`` augmented passes.
 
@@ -120,8 +126,7 @@ def feature_bank(backbone, plain_loader, augmented_loader, accelerator, args, pr
         else:
             set_seed(args.seed * 1000 + view)  # a view depends on (seed, view) only: resume is exact
             loader = plain_loader if view == 0 else augmented_loader
-            x, y = backbone_features(backbone, loader, accelerator, precision, flip=view == 0,
-                                     desc=f"view {view + 1}/{views}")
+            x, y = backbone_features(backbone, loader, accelerator, flip=view == 0, desc=f"view {view + 1}/{views}")
             saved = {"features": x.flatten(0, 1) if view == 0 else x, "labels": y.repeat(2) if view == 0 else y}
             if accelerator.is_main_process:
                 checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -178,15 +183,17 @@ def train(args: TrainArguments) -> dict:
     validation = dataset["validation"]
 
     model = build_model(args.backbone, len(class_names), pretrained=args.pretrained, freeze=True)
-    model.eval().to(accelerator.device, memory_format=torch.channels_last)  # frozen: BatchNorm stays in eval
+    model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
+    extractor = feature_extractor(model, precision)
     config = data_config(model, crop_pct=args.crop_pct)
     loaders = [make_loader(ds, "none", config, False, args.batch_size, num_workers=args.num_workers)
                for ds in (train_split, holdout, validation)]
     augmented = make_loader(train_split, args.augmentation, config, True, args.batch_size, num_workers=args.num_workers)
     plain_loader, holdout_loader, validation_loader, augmented = accelerator.prepare(*loaders, augmented)
-    bank, bank_labels = feature_bank(model, plain_loader, augmented, accelerator, args, precision, checkpoints)
-    holdout_features, holdout_labels = backbone_features(model, holdout_loader, accelerator, precision, flip=True)
-    val_features, val_labels = backbone_features(model, validation_loader, accelerator, precision, flip=True)
+    bank, bank_labels = feature_bank(extractor, plain_loader, augmented, accelerator, args, checkpoints)
+    holdout_features, holdout_labels = backbone_features(extractor, holdout_loader, accelerator, flip=True)
+    val_features, val_labels = backbone_features(extractor, validation_loader, accelerator, flip=True)
+    del extractor
     extract_seconds = time.time() - started
 
     head = StandardizedHead(model.get_classifier(), bank.mean(0), bank.std(0) + 1e-6)
@@ -218,7 +225,6 @@ def train(args: TrainArguments) -> dict:
     head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
     results = evaluate_validation(head, val_features, val_labels, validation, args.flip_tta, class_names)
     head.fold()  # the saved model is a plain timm model: the scaling now lives in its head
-    model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
     results.update(best_epoch=state["best_epoch"], holdout_accuracy=state["best_holdout"],
                    train_images=len(train_split), holdout_images=len(holdout), bank_size=len(bank),
                    seconds=round(time.time() - started, 1), feature_seconds=round(extract_seconds, 1),
