@@ -79,12 +79,12 @@ def cpu_has_bf16() -> bool:
 def feature_extractor(model: nn.Module, precision: str) -> nn.Module:
     """The frozen backbone for feature extraction, channels_last, in ``precision``.
 
-    For bf16/fp16 a low-precision *copy* is used: casting the weights once is ~10 % faster than
-    autocast re-casting them every batch, and the model that gets saved keeps its fp32 weights.
+    A *copy*: for bf16/fp16, casting the weights once is ~10 % faster than autocast re-casting them
+    every batch; and the model that gets saved keeps its fp32, contiguous weights (safetensors
+    refuses channels_last tensors).
     """
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    extractor = copy.deepcopy(model).to(dtype) if dtype is not None else model
-    return extractor.eval().to(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    return copy.deepcopy(model).to(dtype).eval().to(memory_format=torch.channels_last)
 
 
 def resolve_precision(requested: str) -> str:
