@@ -25,3 +25,11 @@ def test_inference_quick():
     methods = {r[2] for r in rows}
     assert {"predict alone", "+ CAM (+ overlay)", "+ Grad-CAM (+ overlay)"} <= methods
     assert all(re.fullmatch(r"\d+\.\d", r[3]) for r in rows)
+
+
+def test_roofline_quick():
+    result = run_module("bench.roofline", "--quick")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "GFLOP/image" in result.stdout
+    rows = [r for r in _rows(result.stdout) if r[0] in ("fp32", "bf16")]
+    assert len(rows) == 2 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
