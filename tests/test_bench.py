@@ -33,3 +33,11 @@ def test_roofline_quick():
     assert "GFLOP/image" in result.stdout
     rows = [r for r in _rows(result.stdout) if r[0] in ("fp32", "bf16")]
     assert len(rows) == 2 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_scale_quick():
+    result = run_module("bench.scale", "--quick")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "peak RSS" in result.stdout and "paper estimate" in result.stdout
+    replicated = [r for r in _rows(result.stdout) if r[0] in ("1x", "4x")]
+    assert [int(r[1]) for r in replicated] == [8, 32]
