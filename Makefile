@@ -7,7 +7,7 @@ HUB_DIR ?= .hub
 DATA_DIR ?= ../shared/data/alien-vs-predator
 WEIGHTS_DIR ?= ../shared/weights
 # The Hub cache does not key on the endpoint: keep the local Hub's downloads apart from huggingface.co's.
-HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$$(cat $(HUB_DIR)/token) HF_HUB_DISABLE_XET=1 \
+HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$$(cat $(abspath $(HUB_DIR))/token) HF_HUB_DISABLE_XET=1 \
 	HF_HOME=$(CURDIR)/.cache/localhub-hf
 
 .PHONY: venv hub hub-stop demo space study retrain browser test lint
