@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import timm
-import torch
 from torch import nn
 
 from .errors import UserError, hub_errors
@@ -60,9 +59,3 @@ def small_cnn(in_chans: int = 3, num_classes: int = 2, size: int = 64) -> nn.Seq
 def data_config(model: nn.Module, crop_pct: float | None = None) -> dict:
     """Preprocessing from the model's ``pretrained_cfg`` (never hard-coded); ``crop_pct`` may override it."""
     return timm.data.resolve_data_config({"crop_pct": crop_pct} if crop_pct else {}, model=model)
-
-
-@torch.inference_mode()
-def extract_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Pooled backbone features (the head's input), without autograd."""
-    return model.forward_head(model.forward_features(pixel_values), pre_logits=True)

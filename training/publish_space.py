@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import load_dataset
+from datasets import Image, load_dataset
 from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 
 from .errors import hub_errors
@@ -34,7 +34,7 @@ def pick_examples(model_id: str, dataset_id: str, per_class: int) -> list[tuple[
     """A few validation images of each class, plus the first one the model got wrong (if any)."""
     results = json.loads(Path(hf_hub_download(model_id, "results.json")).read_text())
     wrong = [m["file"] for m in results.get("misclassified", [])][:1]
-    validation = load_dataset(dataset_id, split="validation").cast_column("image", _raw_image())
+    validation = load_dataset(dataset_id, split="validation").cast_column("image", Image(decode=False))
     names = validation.features["label"].names
     chosen, counts = [], dict.fromkeys(range(len(names)), 0)
     for row in validation:
@@ -42,12 +42,6 @@ def pick_examples(model_id: str, dataset_id: str, per_class: int) -> list[tuple[
             counts[row["label"]] += 1
             chosen.append((row["file"], row["image"]["bytes"]))
     return chosen
-
-
-def _raw_image():
-    from datasets import Image
-
-    return Image(decode=False)
 
 
 def publish_space(args: SpaceArguments) -> str:
