@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 LITE0 = f"local-dir:{SHARED / 'weights' / 'tf_efficientnet_lite0.in1k'}"
+LITE0_HUB = "hf-hub:timm/tf_efficientnet_lite0.in1k"  # the same weights, mirrored to the Hub by `make demo`
 
 
 def machine() -> str:

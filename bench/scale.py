@@ -16,8 +16,9 @@ from datasets import concatenate_datasets
 
 from bench.common import LITE0, machine, real_images, table
 from training.data import make_loader
+from training.extractor import feature_extractor
 from training.model import build_model, data_config
-from training.train import backbone_features, feature_extractor
+from training.train import backbone_features
 
 A100_BF16_TFLOPS = 312  # dense peak from NVIDIA's data sheet
 A100_EFFICIENCY = 0.1  # assumed for a depthwise-heavy convnet (memory-bound); an optimistic guess, not measured

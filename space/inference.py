@@ -3,8 +3,12 @@
 ``predict(image, method) -> (label_scores, heatmap_overlay)`` is pure (no Gradio) and tested
 without a server. CAM never backpropagates through the backbone: the backbone runs once under
 ``torch.inference_mode``; gradient methods differentiate only the head, starting at the last
-feature map (pytorch-grad-cam on a head-only module). Classic CAM is the head's weights applied to
-that feature map, which needs no gradient at all.
+feature map. Classic CAM is the head's weights applied to that feature map, which needs no
+gradient at all.
+
+Why not pytorch-grad-cam: importing it loads scikit-learn, pandas, OpenCV and matplotlib (+186 MB
+RSS), which put the Space over 1 GiB with ResNet50; on a head-only graph each method is a few lines.
+The tests check these against pytorch-grad-cam itself.
 """
 
 from __future__ import annotations
@@ -15,26 +19,25 @@ import numpy as np
 import timm
 import torch
 import yaml
-from matplotlib import colormaps
 from PIL import Image
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 CAM_METHODS = ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
-GRADIENT_METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "Layer-CAM": LayerCAM}
 
 
-class HeadOnly(nn.Module):
-    """The classifier part of a timm model, fed with the last feature map (the CAM target layer)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.feature_map = nn.Identity()  # hook point: gradients stop here
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.feature_map(features))
+def gradient_cam(method: str, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) feature map and d(target logit)/d(feature map) -> (H, W) map, as pytorch-grad-cam."""
+    if method == "Grad-CAM":  # Selvaraju et al. 2017: channel weights = mean gradient
+        weights = grads.mean((1, 2))
+    elif method == "Grad-CAM++":  # Chattopadhay et al. 2018: the closed-form alphas for an exp-linear score
+        squared, cubed = grads.pow(2), grads.pow(3)
+        alpha = squared / (2 * squared + activations.sum((1, 2), keepdim=True) * cubed + 1e-6)
+        weights = (torch.where(grads != 0, alpha, 0) * grads.clamp(min=0)).sum((1, 2))
+    elif method == "Layer-CAM":  # Jiang et al. 2021: positive gradients weight each location
+        return (grads.clamp(min=0) * activations).sum(0).clamp(min=0)
+    else:
+        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+    return torch.einsum("c,chw->hw", weights, activations).clamp(min=0)
 
 
 class Classifier:
@@ -53,9 +56,6 @@ class Classifier:
         names = self.model.pretrained_cfg.get("label_names") or [str(i) for i in range(self.model.num_classes)]
         self.labels = list(names)
         self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and _cpu_has_bf16()) else None
-        self.head = HeadOnly(self.model)
-        self.cams = {name: cls(model=self.head, target_layers=[self.head.feature_map])
-                     for name, cls in GRADIENT_METHODS.items()}
 
     def features(self, image: Image.Image) -> torch.Tensor:
         x = self.transform(image).unsqueeze(0).contiguous(memory_format=torch.channels_last)
@@ -77,20 +77,34 @@ class Classifier:
         if method == "CAM":
             weights = self.model.get_classifier().weight[target]  # (C,)
             cam = torch.einsum("c,chw->hw", weights, features[0]).clamp(min=0).numpy()
-        elif method in GRADIENT_METHODS:
-            leaf = features.clone().requires_grad_(True)  # a fresh leaf: nothing before it is differentiated
-            cam = self.cams[method](input_tensor=leaf, targets=[ClassifierOutputTarget(target)])[0]
         else:
-            raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+            leaf = features.clone().requires_grad_(True)  # a fresh leaf: nothing before it is differentiated
+            with torch.enable_grad():
+                (grads,) = torch.autograd.grad(self.model.forward_head(leaf)[0, target], leaf)
+            cam = gradient_cam(method, features[0], grads[0]).numpy()
         span = cam.max() - cam.min()
         return (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
+
+
+def _jet_palette() -> list[int]:
+    """matplotlib's 'jet' as a 256-entry RGB palette, from its segment data (no matplotlib import:
+    it cost the Space ~40 MB and, per pixel in float, most of the overlay's time)."""
+    segments = {"r": [(0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)],
+                "g": [(0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)],
+                "b": [(0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)]}
+    x = np.linspace(0, 1, 256)
+    channels = [np.interp(x, *zip(*points, strict=True)) for points in segments.values()]
+    return np.round(np.stack(channels, 1) * 255).astype(np.uint8).flatten().tolist()
+
+
+JET_PALETTE = _jet_palette()
 
 
 def overlay(image: Image.Image, cam: np.ndarray, opacity: float = 0.5) -> Image.Image:
     """The CAM upsampled to the image's own size, coloured (RGB 'jet') and blended over it."""
     heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
-    colored = (colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
-    return Image.blend(image, Image.fromarray(colored), float(np.clip(opacity, 0.0, 1.0)))
+    heat.putpalette(JET_PALETTE)  # L -> P: the colouring happens in PIL's C code
+    return Image.blend(image, heat.convert("RGB"), float(np.clip(opacity, 0.0, 1.0)))
 
 
 def _cpu_has_bf16() -> bool:

@@ -15,7 +15,7 @@ def test_train_throughput_quick():
     assert result.returncode == 0, result.stderr[-2000:]
     rows = _rows(result.stdout)
     assert [r[0].split(" (")[0] for r in rows][:1] == ["plain fp32 eager NCHW loop"]
-    assert len(rows) == 4 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert len(rows) == 5 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
 
 
 def test_inference_quick():

@@ -56,6 +56,40 @@ def test_predict_and_every_cam_method(which, random_resnet50, trained_model):
     assert all(p.grad is None and not p.requires_grad for p in classifier.model.parameters())
 
 
+def test_overlay_colours_are_matplotlibs_jet():
+    from matplotlib import colormaps
+
+    reference = np.round(colormaps["jet"](np.arange(256) / 255)[:, :3] * 255)
+    assert np.abs(np.array(inference.JET_PALETTE).reshape(256, 3) - reference).max() <= 1
+    image = Image.new("RGB", (40, 30), "white")
+    hot = inference.overlay(image, np.ones((7, 7)), opacity=1.0)  # the hottest CAM is jet's dark red
+    assert hot.size == (40, 30) and hot.getpixel((20, 15)) == tuple(int(v) for v in reference[255])
+
+
+@pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++", "Layer-CAM"])
+def test_gradient_cams_match_pytorch_grad_cam(method, trained_model):
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    class HeadOnly(torch.nn.Module):  # the library's way: a module whose target layer is the feature map
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.feature_map = model, torch.nn.Identity()
+
+        def forward(self, features):
+            return self.model.forward_head(self.feature_map(features))
+
+    classifier = inference.Classifier(trained_model[2])
+    features = classifier.features(_validation("predator/3.jpg"))
+    library = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "Layer-CAM": LayerCAM}[method]
+    head = HeadOnly(classifier.model)
+    for target in (0, 1):
+        with library(model=head, target_layers=[head.feature_map]) as cam:
+            expected = cam(input_tensor=features.clone().requires_grad_(True),
+                           targets=[ClassifierOutputTarget(target)])[0]
+        assert np.allclose(classifier.cam(features, target, method), expected, atol=2e-3)
+
+
 def test_classic_cam_matches_grad_cam_for_a_linear_head(trained_model):
     # For global average pooling + a linear layer, Grad-CAM's weights are the head's weights / (h*w).
     classifier = inference.Classifier(trained_model[2])

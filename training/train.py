@@ -16,8 +16,8 @@ processes (``torchrun``/``accelerate launch``) shard both the backbone passes an
 
 from __future__ import annotations
 
-import copy
 import json
+import resource
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import holdout_split, load_splits, make_loader
-from .errors import UserError
+from .extractor import PooledFeatures, choose_precision, compile_pays, feature_extractor, keep_freed_memory
 from .metrics import classification_report, save_confusion_matrix
 from .model import DEFAULT_BACKBONE, build_model, data_config
 from .runinfo import run_info
@@ -58,7 +58,10 @@ class TrainArguments:
     holdout_fraction: float = field(default=0.1, metadata={"help": "stratified slice of train for model selection"})
     flip_tta: bool = field(default=True, metadata={"help": "average predictions with the mirrored image"})
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where the CPU has it) | bf16 | no"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto (the faster of bf16 and fp32, measured here) | bf16 | fp16 | no"})
+    torch_compile: str = field(default="auto", metadata={
+        "help": "compile the frozen backbone: auto (when it pays: a few thousand images) | yes | no"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only this many training images"})
     num_workers: int = 0
     output_dir: str = "outputs/train"
@@ -68,43 +71,14 @@ class TrainArguments:
     study_dir: str = field(default="outputs/study", metadata={"help": "training.study output to put in the card"})
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def feature_extractor(model: nn.Module, precision: str) -> nn.Module:
-    """The frozen backbone for feature extraction, channels_last, in ``precision``.
-
-    A *copy*: for bf16/fp16, casting the weights once is ~10 % faster than autocast re-casting them
-    every batch; and the model that gets saved keeps its fp32, contiguous weights (safetensors
-    refuses channels_last tensors).
-    """
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    return copy.deepcopy(model).to(dtype).eval().to(memory_format=torch.channels_last)
-
-
-def resolve_precision(requested: str) -> str:
-    if requested == "auto":
-        return "bf16" if torch.cuda.is_available() or cpu_has_bf16() else "no"
-    if requested not in ("bf16", "fp16", "no"):
-        raise UserError(f"--mixed_precision must be auto, bf16, fp16 or no, got {requested!r}")
-    return requested
-
-
 @torch.inference_mode()
-def backbone_features(backbone: nn.Module, loader, accelerator: Accelerator, flip: bool = False,
+def backbone_features(backbone: PooledFeatures, loader, accelerator: Accelerator, flip: bool = False,
                       desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of a whole split, gathered across processes: (N, D) or (2, N, D) with its mirror."""
     features, labels = [], []
-    dtype = next(backbone.parameters()).dtype
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
-        pixels = batch["pixel_values"].to(dtype).contiguous(memory_format=torch.channels_last)
-        out = [backbone.forward_head(backbone.forward_features(p), pre_logits=True).float()
-               for p in ([pixels, pixels.flip(-1)] if flip else [pixels])]
+        pixels = batch["pixel_values"]
+        out = [backbone(p) for p in ([pixels, pixels.flip(-1)] if flip else [pixels])]
         features.append(accelerator.gather_for_metrics(torch.stack(out, 1)))
         labels.append(accelerator.gather_for_metrics(batch["labels"]))
     stacked = torch.cat(features).transpose(0, 1)
@@ -117,7 +91,7 @@ def feature_bank(backbone, plain_loader, augmented_loader, accelerator, args,
 
     Each pass is saved when done, so ``--resume`` skips it.
     """
-    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)  # no randomness: one pass is all
+    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)  # none: no randomness, one pass
     features, labels = [], []
     for view in range(views):
         path = checkpoint_dir / f"view_{view:03d}.safetensors"
@@ -170,7 +144,7 @@ def predict_proba(head: nn.Module, features: torch.Tensor, tta: bool) -> torch.T
 
 def train(args: TrainArguments) -> dict:
     started = time.time()
-    precision = resolve_precision(args.mixed_precision)
+    keep_freed_memory()
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
     output_dir, checkpoints = Path(args.output_dir), Path(args.output_dir) / "checkpoints"
     set_seed(args.seed)
@@ -184,8 +158,12 @@ def train(args: TrainArguments) -> dict:
 
     model = build_model(args.backbone, len(class_names), pretrained=args.pretrained, freeze=True)
     model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
-    extractor = feature_extractor(model, precision)
     config = data_config(model, crop_pct=args.crop_pct)
+    precision, precision_probe = choose_precision(args.mixed_precision, model, config["input_size"], accelerator)
+    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)
+    backbone_images = len(train_split) * (views + 1) + 2 * (len(holdout) + len(validation))  # +1, 2: mirrors
+    compiled = compile_pays(args.torch_compile, backbone_images)
+    extractor = feature_extractor(model, precision, compiled)
     loaders = [make_loader(ds, "none", config, False, args.batch_size, num_workers=args.num_workers)
                for ds in (train_split, holdout, validation)]
     augmented = make_loader(train_split, args.augmentation, config, True, args.batch_size, num_workers=args.num_workers)
@@ -228,7 +206,9 @@ def train(args: TrainArguments) -> dict:
     results.update(best_epoch=state["best_epoch"], holdout_accuracy=state["best_holdout"],
                    train_images=len(train_split), holdout_images=len(holdout), bank_size=len(bank),
                    seconds=round(time.time() - started, 1), feature_seconds=round(extract_seconds, 1),
-                   mixed_precision=precision, num_processes=accelerator.num_processes,
+                   mixed_precision=precision, precision_probe_images_per_s=precision_probe, torch_compile=compiled,
+                   peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                   num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in config.items()})
     if accelerator.is_main_process:
         save_outputs(model, results, args, class_names, output_dir, config)

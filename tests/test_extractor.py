@@ -1,0 +1,61 @@
+"""The frozen backbone as a feature extractor: compiled features match eager ones, precision choice."""
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from training.errors import UserError
+from training.extractor import choose_precision, compile_pays, cpu_has_bf16, feature_extractor
+from training.model import build_model
+
+
+@pytest.fixture(scope="module")
+def lite0_random():
+    torch.manual_seed(0)
+    return build_model("tf_efficientnet_lite0", num_classes=2, pretrained=False).eval()
+
+
+def test_compiled_features_match_eager_and_pad_short_batches(lite0_random):
+    torch.manual_seed(1)
+    batches = [torch.randn(4, 3, 96, 96), torch.randn(3, 3, 96, 96)]  # a short last batch
+    eager = feature_extractor(lite0_random, "no")
+    compiled = feature_extractor(lite0_random, "no", compiled=True)
+    with torch.inference_mode():
+        expected = [eager(b) for b in batches]
+        got = [compiled(b) for b in batches]
+    assert [g.shape for g in got] == [(4, 1280), (3, 1280)]
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in got)
+    for e, g in zip(expected, got, strict=True):  # BatchNorm folded into the convolutions: rounding only
+        assert torch.allclose(e, g, rtol=1e-3, atol=1e-3), (e - g).abs().max()
+    # the saved model is untouched: fp32, contiguous, still a plain timm model
+    assert next(lite0_random.parameters()).dtype == torch.float32
+    assert lite0_random.conv_stem.weight.is_contiguous()
+
+
+def test_bf16_extractor_is_close_to_fp32(lite0_random):
+    pixels = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        fp32 = feature_extractor(lite0_random, "no")(pixels)
+        bf16 = feature_extractor(lite0_random, "bf16")(pixels)
+    assert bf16.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(fp32, bf16).min() > 0.98
+
+
+def test_auto_precision_is_measured(lite0_random):
+    accelerator = Accelerator(cpu=True)
+    precision, speeds = choose_precision("auto", lite0_random, (3, 64, 64), accelerator)
+    if cpu_has_bf16():
+        assert set(speeds) == {"no", "bf16"} and all(v > 0 for v in speeds.values())
+        assert precision == ("bf16" if speeds["bf16"] >= 1.15 * speeds["no"] else "no")
+    else:
+        assert (precision, speeds) == ("no", {})
+    assert choose_precision("fp16", lite0_random, (3, 64, 64), accelerator) == ("fp16", {})
+    with pytest.raises(UserError, match="--mixed_precision must be one of auto, bf16, fp16, no, got 'fp8'"):
+        choose_precision("fp8", lite0_random, (3, 64, 64), accelerator)
+
+
+def test_compile_only_when_it_pays():
+    assert compile_pays("auto", 5000) and not compile_pays("auto", 500)
+    assert compile_pays("yes", 1) and not compile_pays("no", 10**6)
+    with pytest.raises(UserError, match="--torch_compile must be auto, yes or no, got 'maybe'"):
+        compile_pays("maybe", 10)
