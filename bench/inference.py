@@ -3,13 +3,15 @@
     python -m bench.inference [--repeat N] [--quick] [--model_dir outputs/demo/train/model]
 
 Also a full-backward Grad-CAM (pytorch-grad-cam on the whole network, input gradients on), the
-usual way, for the overhead ratio; and, with ``--model_dir`` (a trained model), the top-1
-agreement of bf16 with fp32 on the validation split.
+usual way, for the overhead ratio; with ``--model_dir`` (a trained model), the top-1 agreement of
+bf16 with fp32 on the validation split; and the peak RSS of a real Space process with ResNet50
+(``bench.space_process``, in a fresh process: this one has imported pytorch-grad-cam).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 
 import timm
@@ -83,6 +85,9 @@ def main() -> None:
     print(table(rows, ["model", "precision", "what", "p50 ms", "p95 ms", "× predict"]))
     if args.model_dir:
         print(bf16_agreement(args.model_dir))
+    space = subprocess.run([sys.executable, "-m", "bench.space_process"], cwd=ROOT, capture_output=True,
+                           text=True, check=True)
+    print(space.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     python -m bench.train_throughput [--backbone NAME] [--images N] [--quick]
 
 Both loops see the same images, augmentation ("base", decoded and transformed on the fly) and
-batch size, and train the same new head; measured side by side in one process. Data loading
-alone is timed too, to show whether it is the bottleneck.
+batch size, and train the same new head; measured side by side in one process (the baseline first,
+with glibc's default allocator; then ours, after ``keep_freed_memory``). Data loading alone is
+timed too, to show whether it is the bottleneck.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from bench.common import LITE0, machine, real_images, table
 from training.data import make_loader
-from training.extractor import feature_extractor
+from training.extractor import feature_extractor, keep_freed_memory
 from training.model import build_model, data_config
 
 
@@ -76,16 +77,18 @@ def main() -> None:
     loader = make_loader(dataset, "base", data_config(model, crop_pct=1.0), True, args.batch_size)
     torch.manual_seed(0)
     loading = loading_only(loader)
-    our_loop(model, make_loader(dataset.select(range(min(len(dataset), args.batch_size))), "base",
-                                data_config(model, 1.0), True, args.batch_size), "bf16")  # warm-up
-    ours = {"ours, fp32 (inference_mode + channels_last)": our_loop(model, loader, "no"),
+    warmup = make_loader(dataset.select(range(min(len(dataset), args.batch_size))), "base", data_config(model, 1.0),
+                         True, args.batch_size)
+    plain_loop(model, warmup)
+    plain = plain_loop(model, loader)  # first: glibc's default allocator, as in a plain script
+    keep_freed_memory()  # from here on, as training.train does
+    our_loop(model, warmup, "no")
+    ours = {"ours, fp32 (inference_mode + channels_last + allocator)": our_loop(model, loader, "no"),
             "ours, bf16 weights": our_loop(model, loader, "bf16"),
-            "ours, fp32, compiled (freezing)": our_loop(model, loader, "no", compiled=True),
-            "ours, bf16 weights, compiled (freezing)": our_loop(model, loader, "bf16", compiled=True)}
+            "ours, fp32, compiled (the default here)": our_loop(model, loader, "no", compiled=True),
+            "ours, bf16 weights, compiled": our_loop(model, loader, "bf16", compiled=True)}
     if args.quick:  # the smoke run keeps one compilation
-        del ours["ours, fp32, compiled (freezing)"]
-    model.to(memory_format=torch.contiguous_format)
-    plain = plain_loop(model, loader)
+        del ours["ours, bf16 weights, compiled"]
     rows = [["plain fp32 eager NCHW loop (baseline)", f"{plain:.1f}", "1.00"],
             *[[name, f"{speed:.1f}", f"{speed / plain:.2f}"] for name, speed in ours.items()],
             ["data loading alone (decode + base augmentation)", f"{loading:.1f}", f"{loading / plain:.2f}"]]

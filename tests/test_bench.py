@@ -32,7 +32,8 @@ def test_roofline_quick():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "GFLOP/image" in result.stdout
     rows = [r for r in _rows(result.stdout) if r[0] in ("fp32", "bf16")]
-    assert len(rows) == 2 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert [r[1] for r in rows] == ["eager, default allocator", "eager", "eager", "compiled"]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
 
 
 def test_scale_quick():
@@ -41,3 +42,20 @@ def test_scale_quick():
     assert "peak RSS" in result.stdout and "paper estimate" in result.stdout
     replicated = [r for r in _rows(result.stdout) if r[0] in ("1x", "4x")]
     assert [int(r[1]) for r in replicated] == [8, 32]
+
+
+def test_space_process_loads_no_heavy_modules():
+    result = run_module("bench.space_process")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "gallery 4 images; heavy modules loaded: none" in result.stdout
+    assert re.search(r"peak RSS of the Space process .*: \d+ MiB", result.stdout)
+
+
+def test_time_to_accuracy_quick(hub_dataset, lite0):
+    result = run_module("bench.time_to_accuracy", "--quick", "--dataset", hub_dataset, "--backbone", lite0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [r for r in _rows(result.stdout) if r[0].startswith(("ours", "plain"))]
+    assert [r[0] for r in rows] == ["ours (training.train defaults)", "plain fp32 loop, 1 epochs"]
+    for row in rows:
+        assert 0.0 <= float(row[1].split()[0]) <= 1.0 and float(row[3]) > 0 and int(row[4]) > 100
+    assert "baseline accuracy per epoch:" in result.stdout

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
 from .data import load_splits
+from .extractor import keep_freed_memory
 from .model import small_cnn
 from .train import TrainArguments, train
 
@@ -82,6 +83,7 @@ def row(model: str, augmentation: str, seeds: list[int], accuracies: list[float]
 
 def run_study(args: StudyArguments) -> dict:
     started = time.time()
+    keep_freed_memory()
     dataset = load_splits(args.dataset)
     train_images = [im.convert("RGB") for im in dataset["train"]["image"]]
     val_images = [im.convert("RGB") for im in dataset["validation"]["image"]]
