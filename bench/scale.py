@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
@@ -18,6 +17,7 @@ from bench.common import LITE0, machine, real_images, table
 from training.data import make_loader
 from training.extractor import feature_extractor, keep_freed_memory
 from training.model import build_model, data_config
+from training.runinfo import peak_rss_mib
 from training.train import backbone_features
 
 A100_BF16_TFLOPS = 312  # dense peak from NVIDIA's data sheet
@@ -63,7 +63,7 @@ def main() -> None:
     print(table([[f"{f}x", n, f"{s:.1f}", f"{s / (per_image * n):.2f}"] for f, n, s in timing],
                 ["replicated", "images", "seconds", "÷ linear"]))
     rate = timing[-1][1] / timing[-1][2]
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS of this process: {peak_rss_mib()} MiB")
     views = 8  # the training default: plain + mirror + 6 augmented passes
     gpu_rate = A100_BF16_TFLOPS * 1e12 * A100_EFFICIENCY / (LITE0_GFLOP * 1e9)
     print(f"paper estimate, 1 M images x {views} views through frozen Lite0: here {1e6 * views / rate / 3600:.1f} h "

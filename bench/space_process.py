@@ -8,10 +8,10 @@ Run it in a fresh process (``bench.inference`` does): the figure is the whole pr
 
 from __future__ import annotations
 
-import resource
 import sys
 
 from bench.common import ROOT, SHARED
+from training.runinfo import peak_rss_mib
 
 sys.path.insert(0, str(ROOT / "space"))
 import app  # noqa: E402 - the Space's own imports are part of what is measured
@@ -31,7 +31,7 @@ def main() -> None:
     heavy = sorted(m for m in ("triton", "pytorch_grad_cam", "matplotlib", "cv2", "sklearn") if sys.modules.get(m))
     print(f"labels {labels}; gallery {len(gallery)} images; heavy modules loaded: {heavy or 'none'}")
     print(f"peak RSS of the Space process (Gradio up, ResNet50 @224 fp32, every CAM method once): "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
+          f"{peak_rss_mib()} MiB")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 from bench.common import LITE0_HUB, ROOT, machine, table
+from training.runinfo import peak_rss_mib
 
 TARGET = 0.97
 
@@ -59,7 +59,7 @@ def baseline(args: argparse.Namespace) -> None:
                 correct += (model(batch["pixel_values"]).argmax(-1) == batch["labels"]).sum().item()
         accuracy = correct / len(dataset["validation"])
         print(json.dumps({"epoch": epoch, "seconds": time.time() - args.started, "accuracy": accuracy,
-                          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}), flush=True)
+                          "peak_rss_mib": peak_rss_mib()}), flush=True)
         if accuracy >= TARGET:
             break
 

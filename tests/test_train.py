@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,8 @@ print(json.dumps({{"timm": dict(zip(names, probs)), "pipeline": {{o["label"]: o[
                for r in data["model-index"][0]["results"] for m in r["metrics"]}
     assert metrics[("all", "accuracy")] == round(results["validation"]["accuracy"], 4)
     assert metrics[("leak-free", "accuracy")] == round(results["validation_leak_free"]["accuracy"], 4)
+    assert not re.search(r"\w [,;.]", card.text), "an empty field in the card"  # e.g. "dropout , augmentation"
+    assert f"peak RSS {results['peak_rss_mib']} MiB" in card.text
 
 
 def _train_command(output_dir, *extra):

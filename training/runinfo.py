@@ -27,6 +27,20 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def peak_rss_mib() -> int:
+    """This process's peak resident memory. VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss``
+    over an exec, so a child started from a big process would report its parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def run_info() -> dict:
     packages = ("torch", "torchvision", "timm", "transformers", "datasets", "accelerate", "evaluate", "huggingface_hub")
     return {"git_commit": git_commit(), "versions": {p: version(p) for p in packages},

@@ -3,11 +3,12 @@
     python -m training.train --dataset demo/alien-vs-predator --backbone hf-hub:timm/tf_efficientnet_lite0.in1k
 
 Flow: load the dataset (Hub id or folder) -> hold out a stratified slice of train for model
-selection -> build the frozen model -> run the backbone (``torch.inference_mode``, bf16 autocast,
-channels_last) over ``augmented_views`` on-the-fly augmented passes of train, caching the pooled
-features in memory -> train the head for ``epochs`` over that bank -> pick the best epoch on the
-holdout -> evaluate on validation (all of it and its leak-free part) -> save ``model/`` (timm Hub
-layout, safetensors), ``results.json`` and a confusion matrix.
+selection -> build the frozen model -> run the backbone (``torch.inference_mode``, channels_last, in
+the precision measured fastest, compiled when it pays: extractor.py) over ``augmented_views``
+on-the-fly augmented passes of train, caching the pooled features in memory -> train the head for
+``epochs`` over that bank -> pick the best epoch on the holdout -> evaluate on validation (all of it
+and its leak-free part) -> save ``model/`` (timm Hub layout, safetensors), ``results.json`` and a
+confusion matrix.
 
 Why a feature bank: the backbone is frozen, so each augmented pass costs one forward and the head
 then needs many cheap steps; a pass is computed once instead of once per head epoch. Several
@@ -17,7 +18,6 @@ processes (``torchrun``/``accelerate launch``) shard both the backbone passes an
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,7 +35,7 @@ from .data import holdout_split, load_splits, make_loader
 from .extractor import PooledFeatures, choose_precision, compile_pays, feature_extractor, keep_freed_memory
 from .metrics import classification_report, save_confusion_matrix
 from .model import DEFAULT_BACKBONE, build_model, data_config
-from .runinfo import run_info
+from .runinfo import peak_rss_mib, run_info
 
 
 @dataclass
@@ -207,7 +207,7 @@ def train(args: TrainArguments) -> dict:
                    train_images=len(train_split), holdout_images=len(holdout), bank_size=len(bank),
                    seconds=round(time.time() - started, 1), feature_seconds=round(extract_seconds, 1),
                    mixed_precision=precision, precision_probe_images_per_s=precision_probe, torch_compile=compiled,
-                   peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                   peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in config.items()})
     if accelerator.is_main_process:
