@@ -1,9 +1,13 @@
 """The frozen backbone as a feature extractor: compiled features match eager ones, precision choice."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from accelerate import Accelerator
 
+from tests.conftest import ROOT
 from training.errors import UserError
 from training.extractor import choose_precision, compile_pays, cpu_has_bf16, feature_extractor
 from training.model import build_model
@@ -59,3 +63,27 @@ def test_compile_only_when_it_pays():
     assert compile_pays("yes", 1) and not compile_pays("no", 10**6)
     with pytest.raises(UserError, match="--torch_compile must be auto, yes or no, got 'maybe'"):
         compile_pays("maybe", 10)
+
+
+def test_keep_freed_memory_stops_the_page_faults():
+    # In a child process: the setting is process-wide and stays.
+    probe = """
+import resource, sys, torch
+from training.extractor import keep_freed_memory
+def faults_per_round():
+    for _ in range(2):  # warm: the heap grows to fit the block (alignment may take a second try)
+        torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # 64 MiB, like a batch's activations
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+default = faults_per_round()
+kept = keep_freed_memory()
+print(default, kept, faults_per_round())
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    default, kept, after = result.stdout.split()
+    assert kept == "True"
+    assert float(default) > 10_000  # 64 MiB = 16,384 pages, faulted in again on every allocation
+    assert float(after) < float(default) / 4  # steady state: none; at most a rare heap extension
