@@ -36,6 +36,21 @@ def test_compiled_features_match_eager_and_pad_short_batches(lite0_random):
     assert lite0_random.conv_stem.weight.is_contiguous()
 
 
+def test_a_failing_compilation_falls_back_to_eager(lite0_random):
+    extractor = feature_extractor(lite0_random, "no", compiled=True)
+
+    def broken(pixels):
+        raise RuntimeError("inductor: no working C++ compiler found")
+
+    extractor.run = broken
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), pytest.warns(UserWarning, match="torch.compile failed .*no working C"):
+        features = extractor(pixels)
+    with torch.inference_mode():
+        assert torch.equal(features, feature_extractor(lite0_random, "no")(pixels))
+    assert not extractor.compiled
+
+
 def test_bf16_extractor_is_close_to_fp32(lite0_random):
     pixels = torch.randn(2, 3, 96, 96)
     with torch.inference_mode():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,7 +79,15 @@ class PooledFeatures(nn.Module):
         if self.compiled and count < self.batch_size:
             pixels = torch.cat([pixels, pixels.new_zeros(self.batch_size - count, *pixels.shape[1:])])
         pixels = pixels.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return self.run(pixels)[:count].float()
+        try:
+            return self.run(pixels)[:count].float()
+        except Exception as error:  # e.g. no C++ compiler for inductor: eager gives the same features
+            if not self.compiled:
+                raise
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); running eager",
+                          stacklevel=2)
+            self.compiled, self.run = False, self.pooled
+            return self.run(pixels)[:count].float()
 
 
 def feature_extractor(model: nn.Module, precision: str, compiled: bool = False) -> PooledFeatures:
