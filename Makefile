@@ -10,7 +10,7 @@ WEIGHTS_DIR ?= ../shared/weights
 HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$$(cat $(abspath $(HUB_DIR))/token) HF_HUB_DISABLE_XET=1 \
 	HF_HOME=$(CURDIR)/.cache/localhub-hf
 
-.PHONY: venv hub hub-stop demo space study retrain browser test lint
+.PHONY: venv hub hub-stop demo space study retrain bench browser test lint
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -45,6 +45,13 @@ retrain: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	$(HUB_ENV) $(PY) -m training.retrain --dataset_id demo/alien-vs-predator \
 		--model_id demo/alien-vs-predator-classifier --space_id demo/alien-vs-predator $(ARGS)
+
+# Every benchmark, one at a time (about 15 minutes); run `make demo` first: the time-to-accuracy
+# benchmark reads its dataset from the local Hub and the inference one its model. See BENCHMARKS.md.
+bench: venv
+	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
+	set -e; for name in roofline train_throughput scale time_to_accuracy; do $(HUB_ENV) $(PY) -m bench.$$name; done
+	$(HUB_ENV) $(PY) -m bench.inference --model_dir outputs/demo/train/model
 
 # The real-browser test needs Debian's chromium + chromium-driver; install them where apt can (as root).
 browser:
