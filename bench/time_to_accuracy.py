@@ -3,8 +3,9 @@
     python -m bench.time_to_accuracy [--dataset demo/alien-vs-predator] [--backbone ID] [--quick]
 
 Needs the dataset on the Hub that HF_ENDPOINT names (``make demo`` puts it there; ``make bench``
-runs every benchmark). Each side runs in a fresh process of its own, one after the other, timed from
-its start (imports, dataset download from the Hub, model load), so wall time and peak RSS are its own:
+runs every benchmark). Each side runs in a fresh process of its own with an empty Hugging Face cache,
+one after the other, timed from its start (imports, dataset and weights downloaded from the Hub, model
+load), so wall time and peak RSS are its own:
 
 - ours: ``python -m training.train`` with its defaults. It looks at validation once, at the end.
 - baseline: the deepsense/Keras-style loop. Plain fp32 eager NCHW with autograd on, the frozen
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,8 +67,11 @@ def baseline(args: argparse.Namespace) -> None:
 
 
 def run(command: list[str]) -> tuple[float, str]:
-    started = time.time()
-    result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+    """Run ``python command`` with an empty Hugging Face cache, so that it downloads from the Hub."""
+    with tempfile.TemporaryDirectory() as hf_home:
+        started = time.time()
+        result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True,
+                                env={**os.environ, "HF_HOME": hf_home})
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return time.time() - started, result.stdout
