@@ -47,7 +47,7 @@ def gradient_cam(method: str, activations: torch.Tensor, grads: torch.Tensor) ->
 
 class Classifier:
     # fp32 by default: at batch 1 on this 2-core CPU, bf16 autocast measured slower (ResNet50 p50
-    # 77 ms vs 50 ms, bench/inference.py); "bf16" or "auto" (bf16 where the CPU has it) on request.
+    # 78 ms vs 50 ms, bench/inference.py), and a CPU flag does not say which is faster; "bf16" on request.
     def __init__(self, model: str | nn.Module, precision: str = "fp32"):
         """``model``: a Hub model id (loaded with timm, preprocessing and labels from its config) or a timm model."""
         if isinstance(model, str):
@@ -60,7 +60,9 @@ class Classifier:
         self.transform = timm.data.create_transform(**config)
         names = self.model.pretrained_cfg.get("label_names") or [str(i) for i in range(self.model.num_classes)]
         self.labels = list(names)
-        self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and _cpu_has_bf16()) else None
+        if precision not in ("fp32", "no", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.dtype = torch.bfloat16 if precision == "bf16" else None
 
     def features(self, image: Image.Image) -> torch.Tensor:
         x = self.transform(image).unsqueeze(0).contiguous(memory_format=torch.channels_last)
@@ -110,14 +112,6 @@ def overlay(image: Image.Image, cam: np.ndarray, opacity: float = 0.5) -> Image.
     heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
     heat.putpalette(JET_PALETTE)  # L -> P: the colouring happens in PIL's C code
     return Image.blend(image, heat.convert("RGB"), float(np.clip(opacity, 0.0, 1.0)))
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 _classifier: Classifier | None = None
