@@ -34,8 +34,8 @@ TARGET = 0.97
 def baseline(args: argparse.Namespace) -> None:
     """The plain loop, in this process; prints one JSON line per epoch."""
     import torch
-    import torch.nn.functional as F
 
+    from bench.train_throughput import plain_loop
     from training.data import load_splits, make_loader
     from training.model import build_model, data_config
 
@@ -50,11 +50,7 @@ def baseline(args: argparse.Namespace) -> None:
     validation_loader = make_loader(dataset["validation"], "none", config, False, 32)
     optimizer = torch.optim.AdamW(model.get_classifier().parameters(), lr=1e-3)
     for epoch in range(args.max_epochs):
-        for batch in train_loader:
-            loss = F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        plain_loop(model, train_loader, optimizer)
         correct = 0
         with torch.no_grad():
             for batch in validation_loader:

@@ -85,13 +85,18 @@ def backbone_features(backbone: PooledFeatures, loader, accelerator: Accelerator
     return (stacked if flip else stacked[0]).clone(), torch.cat(labels).clone()
 
 
+def feature_passes(args: TrainArguments) -> int:
+    """Backbone passes over train: the plain images (with their mirror), then the augmented views."""
+    return 1 + (0 if args.augmentation == "none" else args.augmented_views)  # none: no randomness, one pass
+
+
 def feature_bank(backbone, plain_loader, augmented_loader, accelerator, args,
                  checkpoint_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Train features: the images as evaluated and mirrored, then ``augmented_views`` augmented passes.
 
     Each pass is saved when done, so ``--resume`` skips it.
     """
-    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)  # none: no randomness, one pass
+    views = feature_passes(args)
     features, labels = [], []
     for view in range(views):
         path = checkpoint_dir / f"view_{view:03d}.safetensors"
@@ -147,6 +152,11 @@ def train(args: TrainArguments) -> dict:
     keep_freed_memory()
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
     output_dir, checkpoints = Path(args.output_dir), Path(args.output_dir) / "checkpoints"
+    if not args.resume and accelerator.is_main_process:  # a fresh run never mixes with an old one's checkpoints
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
     set_seed(args.seed)
     dataset = load_splits(args.dataset)
     class_names = dataset["train"].features["label"].names
@@ -160,8 +170,7 @@ def train(args: TrainArguments) -> dict:
     model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
     config = data_config(model, crop_pct=args.crop_pct)
     precision, precision_probe = choose_precision(args.mixed_precision, model, config["input_size"], accelerator)
-    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)
-    backbone_images = len(train_split) * (views + 1) + 2 * (len(holdout) + len(validation))  # +1, 2: mirrors
+    backbone_images = len(train_split) * (feature_passes(args) + 1) + 2 * (len(holdout) + len(validation))  # mirrors
     compiled = compile_pays(args.torch_compile, backbone_images)
     extractor = feature_extractor(model, precision, compiled)
     loaders = [make_loader(ds, "none", config, False, args.batch_size, num_workers=args.num_workers)
@@ -285,11 +294,6 @@ def main() -> None:
     from transformers import HfArgumentParser
 
     (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses()
-    output_dir = Path(args.output_dir)
-    if not args.resume and output_dir.exists():  # a fresh run never mixes with an old one's checkpoints
-        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
     results = train(args)
     full, clean = results["validation"], results["validation_leak_free"]
     print(f"validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
@@ -297,7 +301,7 @@ def main() -> None:
     if args.push_to_hub:
         from .publish_model import push_model
 
-        url = push_model(output_dir, args.push_to_hub, args, args.private, study_dir=Path(args.study_dir))
+        url = push_model(Path(args.output_dir), args.push_to_hub, args, args.private, study_dir=Path(args.study_dir))
         print(f"pushed model {args.push_to_hub}: {url}")
 
 
