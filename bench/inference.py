@@ -43,7 +43,7 @@ def bench_model(name: str, model, image, repeat: int) -> list[list]:
         alone = timed(lambda c=classifier: c.predict(image, None), repeat)
         rows.append([name, precision, "predict alone", f"{p50(alone):.1f}", f"{p95(alone):.1f}", "1.00"])
         for method in inference.CAM_METHODS:
-            t = timed(lambda c=classifier, m=method: inference.overlay(image, c.predict(image, m)[1]), repeat)
+            t = timed(lambda c=classifier, m=method: inference.overlay(image, c.predict(image, m).cam), repeat)
             rows.append([name, precision, f"+ {method} (+ overlay)", f"{p50(t):.1f}", f"{p95(t):.1f}",
                          f"{p50(t) / p50(alone):.2f}"])
         if precision == "no":
@@ -60,7 +60,7 @@ def bf16_agreement(model_dir: str) -> str:
     agree, worst = 0, 0.0
     for f in files:
         image = image_io.load_upload(f)
-        a, b = fp32.predict(image, None)[0], bf16.predict(image, None)[0]
+        a, b = fp32.predict(image, None).confidences, bf16.predict(image, None).confidences
         agree += max(a, key=a.get) == max(b, key=b.get)
         worst = max(worst, max(abs(a[k] - b[k]) for k in a))
     return f"bf16 vs fp32 top-1 agreement on validation: {agree}/{len(files)}; max probability difference {worst:.4f}"

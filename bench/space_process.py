@@ -25,7 +25,7 @@ def main() -> None:
     demo = app.build_demo()
     demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     path = str(SHARED / "data" / "alien-vs-predator" / "validation" / "alien" / "3.jpg")
-    labels = [max(app.classify(path, method)[0].items(), key=lambda kv: kv[1])[0] for method in inference.CAM_METHODS]
+    labels = [app.predict(path, method)[0]["label"] for method in inference.CAM_METHODS]
     gallery = app.compare(path)
     demo.close()
     heavy = sorted(m for m in ("triton", "pytorch_grad_cam", "matplotlib", "cv2", "sklearn") if sys.modules.get(m))

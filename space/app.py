@@ -1,4 +1,4 @@
-"""Alien vs. Predator — the Gradio Space. Thin: the work is in image_io.py and inference.py."""
+"""The Gradio Space. Thin: the work is in image_io.py and inference.py (predict, classify)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import tempfile
 
 import gradio as gr
+import inference
 from image_io import MAX_FILE_BYTES, BadImage, load_upload
 from inference import CAM_METHODS, get_classifier, model_id, overlay
 
@@ -38,6 +39,25 @@ def upload_input(**kwargs) -> gr.Image:
     return component
 
 
+def verdict_label(**kwargs) -> gr.Label:
+    """A gr.Label whose headline can differ from the top class ("Neither ..."), bars still showing every class.
+
+    Takes ``{"label": text, "confidences": {class: p}}``; set on the instance, as upload_input does.
+    """
+    component = gr.Label(**kwargs)
+    default = component.postprocess
+
+    def postprocess(value):
+        if isinstance(value, dict) and isinstance(value.get("confidences"), dict):
+            data = default(value["confidences"])
+            data.label = value["label"]
+            return data
+        return default(value)
+
+    component.postprocess = postprocess
+    return component
+
+
 def as_file(image) -> str:
     """Write an output image to a file, atomically, for Gradio to serve.
 
@@ -60,59 +80,84 @@ def as_file(image) -> str:
     return path
 
 
-def classify(path: str | None, method: str = "CAM", opacity: float = 0.5):
-    """Label confidences and a CAM heatmap blended over the picture."""
+@contextlib.contextmanager
+def user_errors(what: str):
+    """A bad upload gets its own message; anything else a generic one (never a traceback), the log the details."""
     try:
-        image = load_upload(path)
-        scores, cam = get_classifier().predict(image, method)
-        return scores, as_file(overlay(image, cam, opacity))
+        yield
     except BadImage as e:
         raise gr.Error(str(e), print_exception=False) from None
-    except Exception:  # never a traceback for the user; the log keeps it
-        logger.exception("prediction failed")
+    except gr.Error:
+        raise
+    except Exception:
+        logger.exception("%s failed", what)
         raise gr.Error("The model could not process this image; try another picture.") from None
+
+
+def predict(path: str | None, method: str | None = None, opacity: float = 0.5):
+    """The page: verdict and calibrated confidences, and a CAM heatmap blended over the picture."""
+    with user_errors("prediction"):
+        verdict, heatmap = inference.predict(load_upload(path), method, opacity)
+        return verdict, as_file(heatmap)
+
+
+def classify(path: str | None) -> dict:
+    """The API: label or "neither", calibrated confidences, OOD score and threshold, model id and revision."""
+    with user_errors("classification"):
+        return inference.classify(load_upload(path))
 
 
 def compare(path: str | None, opacity: float = 0.5):
     """The same picture under every CAM method, side by side."""
-    try:
+    with user_errors("comparison"):
         image = load_upload(path)
         classifier = get_classifier()
         features = classifier.features(image)
-        scores, _ = classifier.predict(image, None)
-        target = classifier.labels.index(max(scores, key=scores.get))
+        confidences = classifier.predict(image, None).confidences
+        target = classifier.labels.index(max(confidences, key=confidences.get))
         return [(as_file(overlay(image, classifier.cam(features, target, m), opacity)), m) for m in CAM_METHODS]
-    except BadImage as e:
-        raise gr.Error(str(e), print_exception=False) from None
-    except Exception:
-        logger.exception("comparison failed")
-        raise gr.Error("The model could not process this image; try another picture.") from None
+
+
+def about(classifier: inference.Classifier) -> str:
+    """What the model can and cannot tell, in plain words, from the model itself."""
+    classes = ", ".join(f"**{name}**" for name in classifier.labels)
+    if classifier.ood:
+        neither = (f'It answers "{inference.neither_text(classifier.labels)}" when a picture looks unlike every '
+                   "training image (the probabilities and the heatmap are still shown, for what they are worth).")
+    else:
+        neither = "This model has no \"neither\" answer: any picture is forced into one of the classes."
+    return (f"The model tells {classes} apart. {neither} Probabilities are calibrated on held-out training "
+            "images; the heatmap shows where the model looked. It has seen only the training pictures: "
+            f"unusual styles may be misread. Model: `{model_id()}` (revision `{(classifier.revision or '')[:12]}`).")
 
 
 def build_demo() -> gr.Blocks:
+    classifier = get_classifier()
     examples_dir = os.path.join(HERE, "examples")
     examples = sorted(os.path.join(examples_dir, f) for f in os.listdir(examples_dir)) \
         if os.path.isdir(examples_dir) else []
-    with gr.Blocks(title="Alien vs. Predator", delete_cache=(60, 600)) as demo:
-        gr.Markdown("# 👽 Alien vs. Predator\nUpload a picture: the model says which creature it shows, how sure "
-                    "it is, and — in the heatmap — where it looked. Model: "
-                    f"`{model_id()}`.")
+    title = " vs. ".join(name.title() for name in classifier.labels) if len(classifier.labels) <= 3 else "Classifier"
+    with gr.Blocks(title=title, delete_cache=(60, 600)) as demo:
+        gr.Markdown(f"# {title}\nUpload a picture: the model says what it shows, how sure it is and — in the "
+                    f"heatmap — where it looked.\n\n{about(classifier)}")
         with gr.Row():
             with gr.Column():
                 image = upload_input(label="Picture", sources=["upload", "clipboard"])
-                method = gr.Radio(list(CAM_METHODS), value="CAM", label="Heatmap method")
+                method = gr.Radio(list(CAM_METHODS), value=classifier.cam_method, label="Heatmap method")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
                 with gr.Row():
                     run = gr.Button("Classify", variant="primary")
                     run_all = gr.Button("Compare all methods")
             with gr.Column():
-                label = gr.Label(num_top_classes=2, label="Prediction")
+                label = verdict_label(num_top_classes=min(len(classifier.labels), 5), label="Prediction")
                 heatmap = gr.Image(type="filepath", label="Where the model looked", format="png")
         gallery = gr.Gallery(label="All CAM methods", columns=len(CAM_METHODS), height="auto")
         if examples:
             gr.Examples(examples, inputs=image, label="Validation images (including any the model gets wrong)")
-        run.click(classify, [image, method, opacity], [label, heatmap], api_name="predict")
+        answer = gr.JSON(visible=False)
+        run.click(predict, [image, method, opacity], [label, heatmap], api_name="predict")
         run_all.click(compare, [image, opacity], gallery, api_name="compare")
+        gr.Button(visible=False).click(classify, [image], answer, api_name="classify")  # API only
     # Requests queue up (and wait) instead of failing; one runs at a time on 2 cores.
     demo.queue(default_concurrency_limit=1, max_size=512)
     return demo

@@ -1,20 +1,17 @@
-"""The Space's model: load from the Hub by id, predict, and explain with class activation maps.
+"""The Space's model: load it from the Hub by id, classify, say "neither", and explain with a CAM.
 
-``predict(image, method) -> (label_scores, heatmap_overlay)`` is pure (no Gradio) and tested
-without a server. CAM never backpropagates through the backbone: the backbone runs once under
-``torch.inference_mode``; gradient methods differentiate only the head, starting at the last
-feature map. Classic CAM is the head's weights applied to that feature map, which needs no
-gradient at all.
-
-Why not pytorch-grad-cam: importing it loads scikit-learn, pandas, OpenCV and matplotlib (+186 MB
-RSS), which put the Space over 1 GiB with ResNet50; on a head-only graph each method is a few lines.
-The tests check these against pytorch-grad-cam itself.
+``predict(image, method, opacity)`` (for the page) and ``classify(image)`` (the JSON answer) are
+pure functions over one ``Classifier.predict`` and are tested without a server. The probabilities
+are calibrated (the temperature is folded into the head's weights); the "neither" score and its
+threshold come with the model (``config.json`` "ood" and ``ood.safetensors``, see ood.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import dataclass
 
 # Triton is a GPU kernel compiler this CPU Space never uses, yet torchvision's import (via
 # torch._dynamo) loads it when installed: 76 MB of RSS. A None entry makes it "not installed".
@@ -24,94 +21,95 @@ import numpy as np  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: E402, F401
+from ood import ood_score  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-CAM_METHODS = ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
+NEITHER = "neither"
 
 
-def gradient_cam(method: str, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) feature map and d(target logit)/d(feature map) -> (H, W) map, as pytorch-grad-cam."""
-    if method == "Grad-CAM":  # Selvaraju et al. 2017: channel weights = mean gradient
-        weights = grads.mean((1, 2))
-    elif method == "Grad-CAM++":  # Chattopadhay et al. 2018: the closed-form alphas for an exp-linear score
-        squared, cubed = grads.pow(2), grads.pow(3)
-        alpha = squared / (2 * squared + activations.sum((1, 2), keepdim=True) * cubed + 1e-6)
-        weights = (torch.where(grads != 0, alpha, 0) * grads.clamp(min=0)).sum((1, 2))
-    elif method == "Layer-CAM":  # Jiang et al. 2021: positive gradients weight each location
-        return (grads.clamp(min=0) * activations).sum(0).clamp(min=0)
-    else:
-        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
-    return torch.einsum("c,chw->hw", weights, activations).clamp(min=0)
+@dataclass
+class Prediction:
+    label: str  # a class name, or NEITHER
+    confidences: dict[str, float]  # calibrated, over the classes (they still sum to 1 for "neither")
+    ood_score: float | None
+    threshold: float | None
+    cam: np.ndarray | None  # (H, W) in [0, 1] for the top class, at feature-map resolution
+
+
+def neither_text(labels: list[str]) -> str:
+    """What the page says when the picture shows none of the classes."""
+    if len(labels) == 2:
+        a, b = (f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}" for name in labels)
+        return f"Neither {a} nor {b}"
+    return f"None of the {len(labels)} classes"
 
 
 class Classifier:
     # fp32 by default: at batch 1 on this 2-core CPU, bf16 autocast measured slower (ResNet50 p50
     # 78 ms vs 50 ms, bench/inference.py), and a CPU flag does not say which is faster; "bf16" on request.
-    def __init__(self, model: str | nn.Module, precision: str = "fp32"):
-        """``model``: a Hub model id (loaded with timm, preprocessing and labels from its config) or a timm model."""
+    def __init__(self, model: str | nn.Module, precision: str = "fp32", revision: str | None = None,
+                 ood: dict | None = None, ood_statistics: dict[str, torch.Tensor] | None = None):
+        """``model``: a Hub model id (loaded with timm at one pinned revision, with its preprocessing, labels
+        and OOD statistics) or a timm model (then ``ood``/``ood_statistics`` as in config.json/ood.safetensors).
+        """
+        self.model_id, self.revision, self.cam_method = None, revision, "CAM"
         if isinstance(model, str):
-            model = timm.create_model(f"hf-hub:{model}", pretrained=True)
+            self.model_id = model
+            model, config, ood_statistics = self._load(model, revision)
+            ood, self.cam_method = config.get("ood"), config.get("cam_method", "CAM")
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.to(memory_format=torch.channels_last)
-        config = timm.data.resolve_data_config({}, model=self.model)
-        self.transform = timm.data.create_transform(**config)
+        self.transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=self.model))
         names = self.model.pretrained_cfg.get("label_names") or [str(i) for i in range(self.model.num_classes)]
         self.labels = list(names)
+        self.ood, self.ood_statistics = (ood, ood_statistics) if ood and ood_statistics is not None else (None, None)
         if precision not in ("fp32", "no", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         self.dtype = torch.bfloat16 if precision == "bf16" else None
 
+    def _load(self, model_id: str, revision: str | None) -> tuple[nn.Module, dict, dict | None]:
+        """Every file from one commit: the revision is resolved first, so a push in between can't mix them."""
+        from huggingface_hub import HfApi, hf_hub_download
+        from safetensors.torch import load_file
+
+        self.revision = revision or HfApi().model_info(model_id).sha
+        with open(hf_hub_download(model_id, "config.json", revision=self.revision), encoding="utf-8") as f:
+            config = json.load(f)
+        model = timm.create_model(f"hf-hub:{model_id}@{self.revision}", pretrained=True)
+        statistics = None
+        if config.get("ood"):
+            statistics = load_file(hf_hub_download(model_id, config["ood"]["statistics"], revision=self.revision))
+        return model, config, statistics
+
     def features(self, image: Image.Image) -> torch.Tensor:
+        """The backbone's last feature map, (1, C, H, W), fp32."""
         x = self.transform(image).unsqueeze(0).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=self.dtype or torch.bfloat16,
                                                     enabled=self.dtype is not None):
             return self.model.forward_features(x).float()
 
-    def predict(self, image: Image.Image, method: str | None = "CAM") -> tuple[dict[str, float], np.ndarray | None]:
-        """Label probabilities, and the CAM (values in [0, 1], feature-map resolution) for the top class."""
-        features = self.features(image)
+    def predict(self, image: Image.Image, method: str | None = "CAM") -> Prediction:
+        """Calibrated class probabilities, the OOD verdict, and the CAM for the top class (``method=None``: none)."""
+        feature_map = self.features(image)
         with torch.inference_mode():
-            probs = self.model.forward_head(features).softmax(-1)[0]
-        scores = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
-        if method is None:
-            return scores, None
-        return scores, self.cam(features, int(probs.argmax()), method)
+            pooled = self.model.forward_head(feature_map, pre_logits=True)
+            logits = self.model.get_classifier()(pooled)
+        probs = logits.softmax(-1)[0]
+        confidences = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+        label, score, threshold = self.labels[int(probs.argmax())], None, None
+        if self.ood is not None:
+            score = float(ood_score(self.ood["method"], pooled, logits, self.ood_statistics, k=self.ood.get("k", 5)))
+            threshold = float(self.ood["threshold"])
+            label = NEITHER if score > threshold else label
+        cam = None if method is None else self.cam(feature_map, int(probs.argmax()), method)
+        return Prediction(label, confidences, score, threshold, cam)
 
-    def cam(self, features: torch.Tensor, target: int, method: str) -> np.ndarray:
-        if method == "CAM":
-            weights = self.model.get_classifier().weight[target]  # (C,)
-            cam = torch.einsum("c,chw->hw", weights, features[0]).clamp(min=0).numpy()
-        else:
-            leaf = features.clone().requires_grad_(True)  # a fresh leaf: nothing before it is differentiated
-            with torch.enable_grad():
-                (grads,) = torch.autograd.grad(self.model.forward_head(leaf)[0, target], leaf)
-            cam = gradient_cam(method, features[0], grads[0]).numpy()
-        span = cam.max() - cam.min()
-        return (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
-
-
-def _jet_palette() -> list[int]:
-    """matplotlib's 'jet' as a 256-entry RGB palette, from its segment data (no matplotlib import:
-    it cost the Space ~40 MB and, per pixel in float, most of the overlay's time)."""
-    segments = {"r": [(0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)],
-                "g": [(0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)],
-                "b": [(0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)]}
-    x = np.linspace(0, 1, 256)
-    channels = [np.interp(x, *zip(*points, strict=True)) for points in segments.values()]
-    return np.round(np.stack(channels, 1) * 255).astype(np.uint8).flatten().tolist()
-
-
-JET_PALETTE = _jet_palette()
-
-
-def overlay(image: Image.Image, cam: np.ndarray, opacity: float = 0.5) -> Image.Image:
-    """The CAM upsampled to the image's own size, coloured (RGB 'jet') and blended over it."""
-    heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
-    heat.putpalette(JET_PALETTE)  # L -> P: the colouring happens in PIL's C code
-    return Image.blend(image, heat.convert("RGB"), float(np.clip(opacity, 0.0, 1.0)))
+    def cam(self, feature_map: torch.Tensor, target: int, method: str) -> np.ndarray:
+        return class_activation_map(self.model, feature_map, target, method)
 
 
 _classifier: Classifier | None = None
@@ -130,14 +128,29 @@ def model_id() -> str:
 
 
 def get_classifier() -> Classifier:
-    """The Space's model (from the Hub at HF_ENDPOINT), loaded once per process."""
+    """The Space's model (from the Hub at HF_ENDPOINT), loaded once per process; MODEL_REVISION pins one."""
     global _classifier
     if _classifier is None:
-        _classifier = Classifier(model_id())
+        _classifier = Classifier(model_id(), revision=os.environ.get("MODEL_REVISION") or None)
     return _classifier
 
 
-def predict(image: Image.Image, method: str = "CAM", opacity: float = 0.5) -> tuple[dict[str, float], Image.Image]:
-    """One image in, (label -> probability, heatmap blended over the image at its size) out."""
-    scores, cam = get_classifier().predict(image, method)
-    return scores, overlay(image, cam, opacity)
+def predict(image: Image.Image, method: str | None = None, opacity: float = 0.5) -> tuple[dict, Image.Image]:
+    """For the page: ({"label": verdict, "confidences": {class: p}}, heatmap blended over the image).
+
+    The verdict is the top class, or "Neither ..." when the picture is unlike the training images
+    (the probabilities and the heatmap are still shown). ``method=None``: the model's own default.
+    """
+    classifier = get_classifier()
+    prediction = classifier.predict(image, method or classifier.cam_method)
+    verdict = neither_text(classifier.labels) if prediction.label == NEITHER else prediction.label
+    return {"label": verdict, "confidences": prediction.confidences}, overlay(image, prediction.cam, opacity)
+
+
+def classify(image: Image.Image) -> dict:
+    """The machine-readable answer (the Space's ``/classify``): label or "neither", calibrated confidences,
+    the OOD score and threshold, and the model's repo id and revision."""
+    classifier = get_classifier()
+    prediction = classifier.predict(image, method=None)
+    return {"label": prediction.label, "confidences": prediction.confidences, "ood_score": prediction.ood_score,
+            "threshold": prediction.threshold, "model": {"id": classifier.model_id, "revision": classifier.revision}}

@@ -93,3 +93,22 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
 
 def fresh_hf_home(tmp_path: Path) -> dict:
     return {"HF_HOME": str(tmp_path / "fresh_hf_home")}
+
+
+@pytest.fixture(scope="module")
+def app_url(trained_model):
+    """The Space's app serving the test model, in this process (one per test module)."""
+    sys.path.insert(0, str(ROOT / "space"))
+    os.environ["MODEL_ID"] = trained_model[2]
+    import app
+    import image_io
+    import inference
+
+    inference._classifier = None  # load this model, whatever an earlier module loaded
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                max_file_size=image_io.MAX_FILE_BYTES, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    os.environ.pop("MODEL_ID")

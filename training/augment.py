@@ -33,8 +33,10 @@ def build_transform(variant: str, data_config: dict, train: bool, channels: int 
     crop_pct = float(data_config.get("crop_pct") or 1.0)
     interpolation = InterpolationMode(data_config.get("interpolation") or "bilinear")
     mean, std = list(data_config["mean"]), list(data_config["std"])
-    steps: list = [v2.ToImage(), v2.Resize(math.floor(size / crop_pct), interpolation=interpolation, antialias=True),
-                   v2.CenterCrop(size)]
+    resize = [v2.Resize(math.floor(size / crop_pct), interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
+    # Evaluation resizes the PIL image, exactly as timm's eval transform (and so the transformers pipeline
+    # and the Space) does: the reported figures are what users get. Training resizes the tensor (faster).
+    steps: list = resize + [v2.ToImage()] if not train else [v2.ToImage(), *resize]
     if train and variant != "none":
         # The seed's Keras ImageDataGenerator: rotation 20 degrees, width/height shift 0.2, horizontal flip.
         steps += [v2.RandomAffine(degrees=20, translate=(0.2, 0.2)), v2.RandomHorizontalFlip()]

@@ -54,10 +54,12 @@ def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
 
 
 def make_loader(dataset: Dataset, variant: str, data_config: dict, train: bool, batch_size: int,
-                channels: int = 3, num_workers: int = 0) -> torch.utils.data.DataLoader:
+                channels: int = 3, num_workers: int = 0, shuffle: bool | None = None) -> torch.utils.data.DataLoader:
+    """Batches of ``pixel_values``/``labels``; shuffled when training unless ``shuffle`` says otherwise."""
     transform = build_transform(variant, data_config, train=train, channels=channels)
     view = dataset.select_columns(["image", "label"]).with_transform(batch_transform(transform))
-    return torch.utils.data.DataLoader(view, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+    return torch.utils.data.DataLoader(view, batch_size=batch_size, shuffle=train if shuffle is None else shuffle,
+                                       num_workers=num_workers,
                                        collate_fn=collate, drop_last=False)
 
 

@@ -2,7 +2,9 @@
 
 1. mirror ``../shared/weights/<name>`` to the Hub as ``timm/<name>`` (so ``hf-hub:`` ids work offline),
 2. check, build and push the dataset with its card,
-3. train the frozen-backbone model from the Hub dataset and push it with its card,
+3. train the frozen-backbone model from the Hub dataset (calibrated, with its "neither" score), measure
+   its heatmaps' faithfulness, push it with its card, and check the card's headline with the
+   transformers pipeline on the pushed repo,
 4. publish the Gradio Space that serves it.
 """
 
@@ -16,6 +18,8 @@ from huggingface_hub import HfApi
 
 from .dataset import DatasetArguments, build_dataset, leak_summary
 from .errors import UserError, hub_errors, run_cli
+from .faithfulness import FaithfulnessArguments
+from .faithfulness import measure as measure_faithfulness
 from .publish_dataset import push_dataset
 from .publish_model import push_model
 from .publish_space import SpaceArguments, publish_space
@@ -48,6 +52,19 @@ def mirror_weights(weights_dir: Path) -> list[str]:
     return mirrored
 
 
+def pipeline_accuracy(model_id: str, dataset_id: str) -> float:
+    """Validation accuracy of ``pipeline("image-classification")`` on the pushed repo: what a user gets."""
+    from datasets import load_dataset
+    from transformers import pipeline
+
+    validation = load_dataset(dataset_id, split="validation")
+    names = validation.features["label"].names
+    classifier = pipeline("image-classification", model=model_id)
+    outputs = classifier([image.convert("RGB") for image in validation["image"]], top_k=1, batch_size=16)
+    return sum(out[0]["label"] == names[label] for out, label in zip(outputs, validation["label"], strict=True)) \
+        / len(validation)
+
+
 def main() -> None:
     from transformers import HfArgumentParser
 
@@ -69,10 +86,22 @@ def main() -> None:
     train_args = TrainArguments(dataset=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
                                 study_dir=args.study_dir)
     results = train(train_args)
+    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=train_args.output_dir, dataset=dataset_id))
     push_model(Path(train_args.output_dir), model_id, train_args, study_dir=Path(args.study_dir))
     full, clean = results["validation"], results["validation_leak_free"]
-    stage(f"[3/4] model pushed: {model_id}; validation accuracy {full['accuracy']:.4f} (all {full['n']}), "
-          f"{clean['accuracy']:.4f} (leak-free {clean['n']}); {args.backbone}, seed {train_args.seed}")
+    calibration, ood = results["calibration"], results["ood"]
+    used = ood["methods"][ood["method"]]
+    stage(f"[3/4] model pushed: {model_id}; {args.backbone}, seed {train_args.seed}\n"
+          f"      validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
+          f"(leak-free {clean['n']}); pipeline on the pushed repo: {pipeline_accuracy(model_id, dataset_id):.4f}\n"
+          f"      calibration: T {calibration['temperature']:.3f}, ECE {calibration['validation_before']['ece']:.4f} "
+          f"-> {calibration['validation_after']['ece']:.4f}, NLL {calibration['validation_before']['nll']:.4f} "
+          f"-> {calibration['validation_after']['nll']:.4f}\n"
+          f"      neither ({ood['method']}): OOD AUROC {used['auroc_test']:.4f}, FPR@95TPR {used['fpr95_test']:.4f} "
+          f"(test half of {ood['ood_images']} OOD images); validation accepted {ood['validation_accepted']:.3f}\n"
+          f"      heatmaps: most faithful {faithfulness['best']} (deletion "
+          f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
+          f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
     publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id))
     stage(f"[4/4] Space published: {space_id} — run it with `make space` (http://127.0.0.1:7860)")
     print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}")

@@ -102,6 +102,14 @@ def feature_extractor(model: nn.Module, precision: str, compiled: bool = False) 
     return PooledFeatures(backbone, compiled)
 
 
+@torch.inference_mode()
+def image_features(extractor: PooledFeatures, images: list, transform, batch_size: int = 64) -> torch.Tensor:
+    """(N, D) pooled features of PIL images, in batches of ``batch_size``."""
+    features = [extractor(torch.stack([transform(image) for image in images[start:start + batch_size]]))
+                for start in range(0, len(images), batch_size)]
+    return torch.cat(features) if features else torch.empty(0)
+
+
 def compile_pays(requested: str, images: int) -> bool:
     """``auto``: compile when the backbone will see at least ``COMPILE_FROM_IMAGES`` images."""
     if requested not in ("auto", "yes", "no"):

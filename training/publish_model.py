@@ -12,12 +12,15 @@ from timm.models import save_for_hf
 from .errors import hub_errors
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "template.md"
-UPLOADED = ("model.safetensors", "config.json", "README.md", "results.json", "run.json", "confusion_matrix.png",
-            "study.json", "study.png")
+UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "README.md", "results.json", "run.json",
+            "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "study.json",
+            "study.png")
 
 
-def save_model(model, class_names: list[str], directory: Path, data_config: dict | None = None) -> Path:
-    """``model.safetensors`` + ``config.json`` with label names and the preprocessing config.
+def save_model(model, class_names: list[str], directory: Path, data_config: dict | None = None,
+               extra_config: dict | None = None) -> Path:
+    """``model.safetensors`` + ``config.json`` with label names, the preprocessing config and ``extra_config``
+    (top-level keys timm and transformers ignore: the OOD method and threshold, the folded temperature).
 
     timm records ``num_classes`` inside ``model_args`` too; transformers' TimmWrapper then fails
     (``KeyError: 'num_classes'``), so it is kept only at the top level, where timm reads it anyway.
@@ -29,6 +32,7 @@ def save_model(model, class_names: list[str], directory: Path, data_config: dict
     config.get("model_args", {}).pop("num_classes", None)
     if not config.get("model_args"):
         config.pop("model_args", None)
+    config.update(extra_config or {})
     config_path.write_text(json.dumps(config, indent=2))
     return directory
 
@@ -43,7 +47,8 @@ def base_model_id(backbone: str) -> str | None:
     return f"timm/{backbone}" if "." in backbone else None
 
 
-def render_card(results: dict, args, repo_id: str, study: dict | None = None) -> ModelCard:
+def render_card(results: dict, args, repo_id: str, study: dict | None = None,
+                faithfulness: dict | None = None) -> ModelCard:
     full, clean = results["validation"], results["validation_leak_free"]
     dataset_id = args.dataset
 
@@ -66,7 +71,7 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None) ->
         model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
     return ModelCard.from_template(data, template_path=str(TEMPLATE), repo_id=repo_id, results=results,
-                                   args=asdict(args), base_model=base, study=study,
+                                   args=asdict(args), base_model=base, study=study, faithfulness=faithfulness,
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 
 
@@ -77,11 +82,14 @@ def push_model(output_dir: Path, repo_id: str, args, private: bool = False, stud
     ``study_dir`` holding ``study.json``/``study.png`` (from ``training.study``) adds the study to the card.
     """
     results = json.loads((output_dir / "results.json").read_text())
-    evidence = {name: output_dir / name for name in ("results.json", "run.json", "confusion_matrix.png")}
+    evidence = {name: output_dir / name for name in ("results.json", "run.json", "confusion_matrix.png",
+                                                     "reliability.png", "faithfulness.json", "faithfulness.png")}
     if study_dir is not None and (study_dir / "study.json").is_file():
         evidence.update({name: study_dir / name for name in ("study.json", "study.png")})
     study = json.loads(evidence["study.json"].read_text()) if "study.json" in evidence else None
-    card = render_card(results, args, repo_id, study)
+    faithfulness = (json.loads(evidence["faithfulness.json"].read_text())
+                    if evidence["faithfulness.json"].is_file() else None)
+    card = render_card(results, args, repo_id, study, faithfulness)
     (output_dir / "model" / "README.md").write_text(str(card))
     for name, path in evidence.items():
         if path.is_file():

@@ -18,7 +18,7 @@ from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 from .errors import hub_errors
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
-SPACE_FILES = ("app.py", "image_io.py", "inference.py", "requirements.txt", "README.md")
+SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "requirements.txt", "README.md")
 
 
 @dataclass

@@ -24,18 +24,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
-from torch import nn
 from tqdm.auto import tqdm
 
+from .augment import build_transform
 from .data import holdout_split, load_splits, make_loader
-from .extractor import PooledFeatures, choose_precision, compile_pays, feature_extractor, keep_freed_memory
+from .extractor import (
+    PooledFeatures,
+    choose_precision,
+    compile_pays,
+    feature_extractor,
+    image_features,
+    keep_freed_memory,
+)
+from .head import StandardizedHead, head_optimizer, out_of_fold_logits, predict_proba, train_one_epoch
 from .metrics import classification_report, save_confusion_matrix
 from .model import DEFAULT_BACKBONE, build_model, data_config
+from .ood_set import describe, ood_images
 from .runinfo import peak_rss_mib, run_info
+from .trust import calibrate, fit_ood
 
 
 @dataclass
@@ -56,7 +65,9 @@ class TrainArguments:
                                                                     "pretrained_cfg); saved in the model's config"})
     seed: int = 42
     holdout_fraction: float = field(default=0.1, metadata={"help": "stratified slice of train for model selection"})
-    flip_tta: bool = field(default=True, metadata={"help": "average predictions with the mirrored image"})
+    flip_tta: bool = field(default=True, metadata={
+        "help": "also report accuracy with flip test-time augmentation, as its own row (the headline never uses "
+                "it: no user path applies it)"})
     gradient_accumulation_steps: int = 1
     mixed_precision: str = field(default="auto", metadata={
         "help": "auto (the faster of bf16 and fp32, measured here) | bf16 | fp16 | no"})
@@ -116,37 +127,6 @@ def feature_bank(backbone, plain_loader, augmented_loader, accelerator, args,
     return torch.cat(features), torch.cat(labels)
 
 
-class StandardizedHead(nn.Module):
-    """Trains the model's linear head on standardised features; ``fold()`` writes the scaling into it."""
-
-    def __init__(self, linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        # A linear probe is convex: start from zero, not from timm's init (scaled for ImageNet's 1000
-        # outputs, it gives logits of ~15 on 1280 standardised features and a long first epoch).
-        nn.init.zeros_(linear.weight)
-        nn.init.zeros_(linear.bias)
-        self.linear = linear
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear((features - self.mean) / self.std)
-
-    @torch.no_grad()
-    def fold(self) -> nn.Linear:
-        weight = self.linear.weight / self.std
-        self.linear.bias -= weight @ self.mean
-        self.linear.weight.copy_(weight)
-        return self.linear
-
-
-def predict_proba(head: nn.Module, features: torch.Tensor, tta: bool) -> torch.Tensor:
-    """features: (2, N, D), the image and its mirror; with tta the two softmaxes are averaged."""
-    head.eval()
-    with torch.no_grad():
-        return head(features).softmax(-1).mean(0) if tta else head(features[0]).softmax(-1)
-
-
 def train(args: TrainArguments) -> dict:
     started = time.time()
     keep_freed_memory()
@@ -154,7 +134,8 @@ def train(args: TrainArguments) -> dict:
     output_dir, checkpoints = Path(args.output_dir), Path(args.output_dir) / "checkpoints"
     if not args.resume and accelerator.is_main_process:  # a fresh run never mixes with an old one's checkpoints
         shutil.rmtree(checkpoints, ignore_errors=True)
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+        for stale in ("metrics.jsonl", "faithfulness.json", "faithfulness.png"):  # measured on an older model
+            (output_dir / stale).unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     set_seed(args.seed)
@@ -175,21 +156,23 @@ def train(args: TrainArguments) -> dict:
     extractor = feature_extractor(model, precision, compiled)
     loaders = [make_loader(ds, "none", config, False, args.batch_size, num_workers=args.num_workers)
                for ds in (train_split, holdout, validation)]
-    augmented = make_loader(train_split, args.augmentation, config, True, args.batch_size, num_workers=args.num_workers)
+    # Not shuffled: row r of every view is image r % len(train_split), which the out-of-fold heads rely on.
+    augmented = make_loader(train_split, args.augmentation, config, True, args.batch_size, shuffle=False,
+                            num_workers=args.num_workers)
     plain_loader, holdout_loader, validation_loader, augmented = accelerator.prepare(*loaders, augmented)
     bank, bank_labels = feature_bank(extractor, plain_loader, augmented, accelerator, args, checkpoints)
     holdout_features, holdout_labels = backbone_features(extractor, holdout_loader, accelerator, flip=True)
     val_features, val_labels = backbone_features(extractor, validation_loader, accelerator, flip=True)
+    ood_set = ood_images(seed=0)
+    ood_features = image_features(extractor, [item.image for item in ood_set],
+                                  build_transform("none", config, train=False), args.batch_size)
     del extractor
     extract_seconds = time.time() - started
 
     head = StandardizedHead(model.get_classifier(), bank.mean(0), bank.std(0) + 1e-6)
     bank_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(bank, bank_labels),
                                               batch_size=args.batch_size, shuffle=True)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.learning_rate, pct_start=0.1,
-        total_steps=max(1, args.epochs * -(-len(bank_loader) // args.gradient_accumulation_steps)))
+    optimizer, scheduler = head_optimizer(head, len(bank_loader), args, args.gradient_accumulation_steps)
     head, optimizer, bank_loader, scheduler = accelerator.prepare(head, optimizer, bank_loader, scheduler)
 
     state = resume_state(accelerator, checkpoints) if args.resume else {"epoch": -1, "best_holdout": -1.0}
@@ -197,7 +180,7 @@ def train(args: TrainArguments) -> dict:
                       disable=not accelerator.is_main_process):
         set_seed(args.seed + epoch)  # an epoch depends on (seed, epoch) only: resume is exact
         loss = train_one_epoch(head, bank_loader, optimizer, scheduler, accelerator, args)
-        probs = predict_proba(accelerator.unwrap_model(head), holdout_features, args.flip_tta)
+        probs = predict_proba(accelerator.unwrap_model(head), holdout_features, tta=False)
         holdout_accuracy = (probs.argmax(-1) == holdout_labels).float().mean().item()
         state["epoch"] = epoch
         if holdout_accuracy >= state["best_holdout"]:  # selection on the holdout, never on validation; ties: later
@@ -210,8 +193,17 @@ def train(args: TrainArguments) -> dict:
     accelerator.wait_for_everyone()
     head = accelerator.unwrap_model(head)
     head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
-    results = evaluate_validation(head, val_features, val_labels, validation, args.flip_tta, class_names)
-    head.fold()  # the saved model is a plain timm model: the scaling now lives in its head
+    linear = head.fold()  # the saved model is a plain timm model: the scaling now lives in its head
+    plain = 2 * len(train_split)  # the bank starts with the un-augmented images and their mirrors
+    fold_logits, fold_labels = out_of_fold_logits(linear, bank, bank_labels, len(train_split), 2, accelerator, args)
+    calibration = calibrate(linear, holdout_features, holdout_labels, fold_logits, fold_labels, val_features[0],
+                            val_labels, output_dir)
+    ood_report, ood_config, ood_statistics = fit_ood(
+        linear, bank[:plain], bank_labels[:plain], holdout_features.flatten(0, 1), val_features[0], val_labels,
+        ood_features, [item.part for item in ood_set], len(class_names), args.seed)
+    ood_report["ood_set"] = describe(ood_set)
+    results = evaluate_validation(linear, val_features, val_labels, validation, args.flip_tta, class_names)
+    results.update(calibration=calibration, ood=ood_report)
     results.update(best_epoch=state["best_epoch"], holdout_accuracy=state["best_holdout"],
                    train_images=len(train_split), holdout_images=len(holdout), bank_size=len(bank),
                    seconds=round(time.time() - started, 1), feature_seconds=round(extract_seconds, 1),
@@ -220,27 +212,15 @@ def train(args: TrainArguments) -> dict:
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in config.items()})
     if accelerator.is_main_process:
-        save_outputs(model, results, args, class_names, output_dir, config)
+        extra = {"ood": ood_config, "calibration": {"temperature": calibration["temperature"],
+                                                    "fitted_on": calibration["fitted_on"], "folded_into_head": True}}
+        save_outputs(model, results, args, class_names, output_dir, config, extra, ood_statistics)
     return results
 
 
-def train_one_epoch(head, loader, optimizer, scheduler, accelerator, args) -> float:
-    head.train()
-    total, count = 0.0, 0
-    for features, labels in loader:
-        with accelerator.accumulate(head):
-            loss = F.cross_entropy(head(features), labels, label_smoothing=args.label_smoothing)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-        total, count = total + loss.item() * len(labels), count + len(labels)
-    return total / max(count, 1)
-
-
 def evaluate_validation(head, features, labels, validation, tta: bool, class_names: list[str]) -> dict:
-    probs = predict_proba(head, features, tta)
-    plain = predict_proba(head, features, tta=False)
+    """The headline is what users get: one plain forward per image (no test-time augmentation)."""
+    probs = predict_proba(head, features, tta=False)
     predictions, references = probs.argmax(-1).tolist(), labels.tolist()
     leak = validation["leak"] if "leak" in validation.column_names else [False] * len(validation)
     files = validation["file"] if "file" in validation.column_names else list(range(len(validation)))
@@ -249,8 +229,8 @@ def evaluate_validation(head, features, labels, validation, tta: bool, class_nam
         "validation": classification_report(predictions, references, class_names),
         "validation_leak_free": classification_report([predictions[i] for i in clean],
                                                       [references[i] for i in clean], class_names),
-        "validation_accuracy_without_tta": (plain.argmax(-1) == labels).float().mean().item(),
-        "flip_tta": tta,
+        "validation_flip_tta": (classification_report(predict_proba(head, features, tta=True).argmax(-1).tolist(),
+                                                      references, class_names) if tta else None),
         "misclassified": [{"file": files[i], "label": class_names[references[i]],
                            "predicted": class_names[predictions[i]], "confidence": round(probs[i].max().item(), 4)}
                           for i in range(len(predictions)) if predictions[i] != references[i]],
@@ -280,10 +260,11 @@ def resume_state(accelerator, checkpoints: Path) -> dict:
 
 
 def save_outputs(model, results: dict, args: TrainArguments, class_names: list[str], output_dir: Path,
-                 config: dict) -> None:
+                 config: dict, extra_config: dict, ood_statistics: dict) -> None:
     from .publish_model import save_model
 
-    save_model(model, class_names, output_dir / "model", config)
+    save_model(model, class_names, output_dir / "model", config, extra_config)
+    save_file(ood_statistics, output_dir / "model" / "ood.safetensors")
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "run.json").write_text(json.dumps({"args": asdict(args), **run_info()}, indent=2))
     save_confusion_matrix(results["validation"]["confusion_matrix"], class_names, output_dir / "confusion_matrix.png",

@@ -1,0 +1,43 @@
+"""Out-of-distribution scores on a frozen backbone's pooled features: higher = less like the training images.
+
+Pure torch and self-contained: the Space, ``training.predict`` and training all score with this one
+module (training fits the statistics, ``training/ood.py``). The statistics ship in the model repo as
+``ood.safetensors``; the method, its parameters and the threshold in ``config.json`` under ``"ood"``.
+
+- ``msp``: 1 - the largest softmax probability (Hendrycks & Gimpel 2017), the common baseline.
+- ``energy``: -logsumexp(logits) (Liu et al. 2020).
+- ``mahalanobis``: the smallest squared Mahalanobis distance to a class mean, with one shared,
+  shrunk covariance (Lee et al. 2018; Ledoit-Wolf shrinkage because D is near the sample count).
+- ``knn``: 1 - cosine similarity to the k-th nearest training feature (Sun et al. 2022).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+METHODS = ("msp", "energy", "mahalanobis", "knn")
+# Which statistics each method needs from ood.safetensors.
+STATISTICS = {"msp": (), "energy": (), "mahalanobis": ("class_means", "precision"), "knn": ("bank",)}
+
+
+def ood_score(method: str, features: torch.Tensor, logits: torch.Tensor, stats: dict[str, torch.Tensor],
+              k: int = 5) -> torch.Tensor:
+    """(N, D) pooled features and (N, C) logits -> (N,) scores; a score above the threshold means "neither"."""
+    features, logits = features.float(), logits.float()
+    if method == "msp":
+        return 1 - logits.softmax(-1).max(-1).values
+    if method == "energy":
+        return -torch.logsumexp(logits, -1)
+    if method == "mahalanobis":
+        means, precision = stats["class_means"], stats["precision"]
+        # (x-m)P(x-m) expanded, so memory is N x C, not N x C x D (1,000 classes stay cheap).
+        projected = features @ precision
+        distances = ((projected * features).sum(-1, keepdim=True) - 2 * projected @ means.T
+                     + ((means @ precision) * means).sum(-1))
+        return distances.min(-1).values
+    if method == "knn":
+        bank = stats["bank"]  # unit-norm training features
+        similarity = F.normalize(features, dim=-1) @ bank.T
+        return 1 - similarity.topk(min(k, len(bank)), dim=-1).values[:, -1]
+    raise ValueError(f"unknown OOD method {method!r}; choose from {', '.join(METHODS)}")

@@ -1,0 +1,190 @@
+"""Answers you can trust: the "neither" score, calibrated probabilities, /classify, batch prediction."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi, hf_hub_download
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
+from training.calibration import expected_calibration_error, fit_temperature
+from training.ood import fit_statistics, threshold_at_tpr
+
+sys.path.insert(0, str(ROOT / "space"))
+import inference  # noqa: E402
+import ood as space_ood  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def random_features():
+    """Pooled features of real training images through a pretrained=False ResNet18: in-distribution data."""
+    import timm
+
+    from training.augment import build_transform
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
+    transform = build_transform("none", timm.data.resolve_data_config({}, model=model), train=False)
+    files = sorted((DATA_DIR / "train").glob("*/*.jpg"))[::5][:120]
+    with torch.inference_mode():
+        x = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+        features = model.forward_head(model.forward_features(x), pre_logits=True)
+    labels = torch.tensor([f.parent.name == "predator" for f in files], dtype=torch.long)
+    return model.get_classifier(), features, labels
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "knn"])
+def test_far_point_is_flagged_and_in_distribution_passes(random_features, method):
+    head, features, labels = random_features
+    fit, held = slice(0, 80), slice(80, 120)
+    stats = fit_statistics(features[fit], labels[fit], 2)
+
+    def score(x):
+        with torch.no_grad():
+            return space_ood.ood_score(method, x, head(x), stats)
+
+    threshold = threshold_at_tpr(score(features[held]))
+    assert (score(features[held]) <= threshold).float().mean() >= 0.95
+    assert (score(features[fit]) <= threshold).float().mean() >= 0.9  # the training points themselves pass
+    direction = torch.randn(1, features.shape[1], generator=torch.Generator().manual_seed(0))
+    far = features.mean(0, keepdim=True) + 50 * features.std(0, keepdim=True) * direction
+    assert score(far).item() > threshold
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(20_000, 3, generator=generator)
+    labels = torch.multinomial((logits / 2.5).softmax(-1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    overconfident, calibrated = logits.softmax(-1), (logits / 2.5).softmax(-1)
+    assert expected_calibration_error(calibrated, labels) < 0.02 < expected_calibration_error(overconfident, labels)
+
+
+def test_run_reports_calibration_and_ood(trained_model):
+    _, results, _ = trained_model
+    calibration, ood = results["calibration"], results["ood"]
+    assert calibration["temperature"] > 0 and "holdout" in calibration["fitted_on"]
+    for when in ("validation_before", "validation_after"):
+        assert 0 <= calibration[when]["ece"] <= 1 and calibration[when]["nll"] > 0
+    assert set(ood["methods"]) == set(space_ood.METHODS) and ood["method"] in space_ood.METHODS
+    assert all(0 <= m["auroc_test"] <= 1 and 0 <= m["fpr95_test"] <= 1 for m in ood["methods"].values())
+    assert ood["methods"][ood["method"]]["auroc_selection"] == max(m["auroc_selection"]
+                                                                   for m in ood["methods"].values())
+    assert 0.7 <= ood["validation_accepted"] <= 1  # 95 % of the holdout by construction; validation close to it
+
+
+def test_ood_statistics_reload_bit_identical_from_the_hub(trained_model, tmp_path):
+    args, _, repo_id = trained_model
+    local = Path(args.output_dir) / "model"
+    config = json.loads((local / "config.json").read_text())
+    assert config["ood"]["statistics"] == "ood.safetensors" and config["calibration"]["folded_into_head"]
+    pushed = hf_hub_download(repo_id, "ood.safetensors", cache_dir=tmp_path)
+    assert Path(pushed).read_bytes() == (local / "ood.safetensors").read_bytes()
+    assert json.loads(Path(hf_hub_download(repo_id, "config.json", cache_dir=tmp_path)).read_text())["ood"] == \
+        config["ood"]
+    assert all(torch.equal(a, b) for a, b in zip(load_file(pushed).values(), load_file(local / "ood.safetensors")
+                                                 .values(), strict=True))
+
+
+def test_folded_temperature_gives_the_same_probabilities_everywhere(trained_model, tmp_path):
+    _, results, repo_id = trained_model
+    image = tmp_path / "predator.png"
+    Image.open(DATA_DIR / "validation" / "predator" / "5.jpg").convert("RGB").save(image)
+    script = f"""
+import json, timm, torch
+from PIL import Image
+from transformers import pipeline
+model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()
+transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))
+logits = model(transform(Image.open("{image}").convert("RGB")).unsqueeze(0))[0]
+names = model.pretrained_cfg["label_names"]
+out = pipeline("image-classification", model="{repo_id}")("{image}")
+print(json.dumps({{"logits": logits.tolist(), "names": names, "pipeline": {{o["label"]: o["score"] for o in out}}}}))
+"""
+    result = run_module("tests.run_python", script, env=fresh_hf_home(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    logits = torch.tensor(loaded["logits"])
+    timm_probs = dict(zip(loaded["names"], logits.softmax(-1).tolist(), strict=True))
+    space_probs = inference.Classifier(repo_id).predict(Image.open(image).convert("RGB"), None).confidences
+    unscaled = dict(zip(loaded["names"], (logits * results["calibration"]["temperature"]).softmax(-1).tolist(),
+                        strict=True))
+    for name in loaded["names"]:
+        assert timm_probs[name] == pytest.approx(loaded["pipeline"][name], abs=1e-4)
+        assert timm_probs[name] == pytest.approx(space_probs[name], abs=1e-4)
+    if abs(results["calibration"]["temperature"] - 1) > 0.05:
+        assert max(abs(timm_probs[n] - unscaled[n]) for n in loaded["names"]) > 1e-4
+
+
+def test_classify_endpoint_says_class_or_neither(app_url, trained_model, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from training.ood_set import _noise, _text
+
+    classifier = inference.Classifier(trained_model[2])
+    files = [DATA_DIR / "validation" / c / f"{i}.jpg" for i in range(3, 30) for c in ("alien", "predator")]
+    accepted = next(f for f in files if classifier.predict(Image.open(f).convert("RGB"), None).label == f.parent.name)
+    client = Client(app_url, verbose=False)
+    answer = client.predict(handle_file(str(accepted)), api_name="/classify")
+    assert answer["label"] == accepted.parent.name
+    assert set(answer["confidences"]) == {"alien", "predator"}
+    assert abs(sum(answer["confidences"].values()) - 1) < 1e-4
+    assert answer["ood_score"] <= answer["threshold"]
+    assert answer["model"]["id"] == trained_model[2]
+    assert answer["model"]["revision"] == HfApi().model_info(trained_model[2]).sha
+
+    import random
+
+    for name, make in (("noise", _noise), ("text", _text)):
+        path = tmp_path / f"ood-{name}.png"
+        make(random.Random(1)).save(path)
+        answer = client.predict(handle_file(str(path)), api_name="/classify")
+        assert answer["label"] == "neither", (name, answer)
+        assert answer["ood_score"] > answer["threshold"]
+
+
+def test_batch_prediction_writes_a_row_per_file(trained_model, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i, name in enumerate(("alien/3.jpg", "predator/3.jpg", "alien/4.jpg")):
+        (folder / ("sub" if i == 2 else "") / f"{i}.jpg").write_bytes((DATA_DIR / "validation" / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a picture at all")
+    output = tmp_path / "out" / "predictions.csv"
+    result = run_module("training.predict", "--model_id", trained_model[2], str(folder), "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(output.open())}
+    assert set(rows) == {"0.jpg", "1.jpg", "2.jpg", "broken.jpg"}
+    assert "not an image" in rows["broken.jpg"]["error"] and rows["broken.jpg"]["label"] == ""
+    classifier = inference.Classifier(trained_model[2])
+    for name, source in (("0.jpg", "alien/3.jpg"), ("1.jpg", "predator/3.jpg")):
+        row = rows[name]
+        expected = classifier.predict(Image.open(DATA_DIR / "validation" / source).convert("RGB"), None)
+        assert row["label"] == expected.label and row["error"] == ""
+        assert float(row["p_alien"]) + float(row["p_predator"]) == pytest.approx(1, abs=1e-4)
+        assert float(row["p_alien"]) == pytest.approx(expected.confidences["alien"], abs=1e-3)
+        assert float(row["ood_score"]) == pytest.approx(expected.ood_score, rel=1e-3, abs=1e-4)
+    assert np.isfinite(float(rows["2.jpg"]["ood_score"]))
+
+
+def test_faithfulness_ranks_methods_and_sets_the_default(trained_model, hub_dataset, tmp_path):
+    import shutil
+
+    from training.faithfulness import RANDOM, FaithfulnessArguments, measure
+
+    args, _, _ = trained_model
+    run = tmp_path / "run"
+    shutil.copytree(Path(args.output_dir) / "model", run / "model")
+    result = measure(FaithfulnessArguments(output_dir=str(run), dataset=hub_dataset, images=4))
+    assert result["images"] == 4 and set(result["methods"]) == {*inference.CAM_METHODS, RANDOM}
+    for row in result["methods"].values():
+        assert 0 <= row["deletion_mean"] <= 1 and 0 <= row["insertion_mean"] <= 1
+        assert len(row["deletion_curve"]) == result["steps"] + 1
+    # CAM and Grad-CAM rank pixels the same way for a linear head on average-pooled features
+    assert result["methods"]["CAM"]["deletion_mean"] == result["methods"]["Grad-CAM"]["deletion_mean"]
+    assert json.loads((run / "model" / "config.json").read_text())["cam_method"] == result["best"]
+    assert (run / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,107 @@
+"""The new head: a linear layer trained on cached backbone features, and its out-of-fold twin for calibration.
+
+``StandardizedHead`` trains on standardised features and ``fold()`` writes the scaling back into the
+plain linear layer, so the saved model stays a plain timm model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import StratifiedKFold
+from torch import nn
+
+CALIBRATION_FOLDS = 5
+
+
+class StandardizedHead(nn.Module):
+    """Trains the model's linear head on standardised features; ``fold()`` writes the scaling into it."""
+
+    def __init__(self, linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        # A linear probe is convex: start from zero, not from timm's init (scaled for ImageNet's 1000
+        # outputs, it gives logits of ~15 on 1280 standardised features and a long first epoch).
+        nn.init.zeros_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        self.linear = linear
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear((features - self.mean) / self.std)
+
+    @torch.no_grad()
+    def fold(self) -> nn.Linear:
+        weight = self.linear.weight / self.std
+        self.linear.bias -= weight @ self.mean
+        self.linear.weight.copy_(weight)
+        return self.linear
+
+
+def predict_proba(head: nn.Module, features: torch.Tensor, tta: bool) -> torch.Tensor:
+    """features: (2, N, D), the image and its mirror; with tta the two softmaxes are averaged."""
+    head.eval()
+    with torch.no_grad():
+        return head(features).softmax(-1).mean(0) if tta else head(features[0]).softmax(-1)
+
+
+
+def train_one_epoch(head, loader, optimizer, scheduler, accelerator, args) -> float:
+    head.train()
+    total, count = 0.0, 0
+    for features, labels in loader:
+        with accelerator.accumulate(head):
+            loss = F.cross_entropy(head(features), labels, label_smoothing=args.label_smoothing)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        total, count = total + loss.item() * len(labels), count + len(labels)
+    return total / max(count, 1)
+
+
+def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: int = 1
+                   ) -> tuple[torch.optim.Optimizer, object]:
+    """AdamW with a one-cycle schedule over ``args.epochs``: the one recipe every head is trained with."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.learning_rate, pct_start=0.1,
+        total_steps=max(1, args.epochs * -(-steps_per_epoch // accumulation)))
+    return optimizer, scheduler
+
+
+def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch.Tensor, images: int,
+                       plain_views: int, accelerator, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the train images' plain views, each from a head that never saw that image.
+
+    The bank's rows are views of ``images`` images in a fixed order (row r shows image r % images); the
+    first ``plain_views`` views are un-augmented. Each of ``CALIBRATION_FOLDS`` heads is trained with the
+    final head's recipe on the other folds' rows (as sklearn's CalibratedClassifierCV with
+    ensemble=False); every process computes the same heads, so nothing needs gathering.
+    """
+    image_of_row = torch.arange(len(bank)) % images
+    image_labels = bank_labels[:images]
+    logits, labels = [], []
+    smallest_class = int(torch.bincount(image_labels).min()) if images else 0
+    if min(CALIBRATION_FOLDS, smallest_class) < 2:  # too few images of some class to hold any out
+        return torch.empty(0, linear.out_features), torch.empty(0, dtype=torch.long)
+    folds = StratifiedKFold(min(CALIBRATION_FOLDS, smallest_class), shuffle=True, random_state=args.seed)
+    for fold, (_, held_out) in enumerate(folds.split(torch.zeros(images), image_labels)):
+        held = torch.zeros(images, dtype=torch.bool)
+        held[torch.from_numpy(held_out)] = True
+        rows = ~held[image_of_row]
+        torch.manual_seed(args.seed * 100 + fold)
+        head = StandardizedHead(copy.deepcopy(linear), bank[rows].mean(0), bank[rows].std(0) + 1e-6)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(bank[rows], bank_labels[rows]),
+                                             batch_size=args.batch_size, shuffle=True)
+        optimizer, scheduler = head_optimizer(head, len(loader), args)
+        for _ in range(args.epochs):
+            train_one_epoch(head, loader, optimizer, scheduler, accelerator, args)
+        plain_rows = torch.cat([view * images + torch.from_numpy(held_out) for view in range(plain_views)])
+        head.eval()
+        with torch.no_grad():
+            logits.append(head(bank[plain_rows]))
+        labels.append(bank_labels[plain_rows])
+    return torch.cat(logits), torch.cat(labels)
