@@ -50,7 +50,7 @@ retrain: venv
 # benchmark reads its dataset from the local Hub and the inference one its model. See BENCHMARKS.md.
 bench: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
-	set -e; for name in roofline train_throughput scale time_to_accuracy; do $(HUB_ENV) $(PY) -m bench.$$name; done
+	set -e; for name in roofline train_throughput scale time_to_accuracy crop_choice; do $(HUB_ENV) $(PY) -m bench.$$name; done
 	$(HUB_ENV) $(PY) -m bench.inference --model_dir outputs/demo/train/model
 
 # The real-browser test needs Debian's chromium + chromium-driver; install them where apt can (as root).
