@@ -7,8 +7,9 @@ HUB_DIR ?= .hub
 DATA_DIR ?= ../shared/data/alien-vs-predator
 WEIGHTS_DIR ?= ../shared/weights
 # The Hub cache does not key on the endpoint: keep the local Hub's downloads apart from huggingface.co's.
-HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$$(cat $(abspath $(HUB_DIR))/token) HF_HUB_DISABLE_XET=1 \
-	HF_HOME=$(CURDIR)/.cache/localhub-hf
+HF_HOME_LOCAL = $(CURDIR)/.cache/localhub-hf
+HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$${LOCALHUB_TOKEN:-$$(cat $(abspath $(HUB_DIR))/token)} \
+	HF_HUB_DISABLE_XET=1 HF_HOME=$(HF_HOME_LOCAL)
 
 .PHONY: venv hub hub-stop demo space study retrain bench browser test lint
 
@@ -19,7 +20,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 hub: venv
-	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR)
+	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) --hf_home $(HF_HOME_LOCAL)
 
 hub-stop: venv
 	@$(PY) -m localhub.ctl stop --data_dir $(HUB_DIR)
@@ -50,7 +51,7 @@ retrain: venv
 # benchmark reads its dataset from the local Hub and the inference one its model. See BENCHMARKS.md.
 bench: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
-	set -e; for name in roofline train_throughput scale time_to_accuracy crop_choice; do $(HUB_ENV) $(PY) -m bench.$$name; done
+	set -e; for name in roofline train_throughput scale time_to_accuracy crop_choice localhub; do $(HUB_ENV) $(PY) -m bench.$$name; done
 	$(HUB_ENV) $(PY) -m bench.inference --model_dir outputs/demo/train/model
 
 # The real-browser test needs Debian's chromium + chromium-driver; install them where apt can (as root).

@@ -1,17 +1,20 @@
-"""``python -m localhub --host 127.0.0.1 --port 8765 --data_dir .hub [--token T]``.
+"""``python -m localhub --host 127.0.0.1 --port 8765 --data_dir .hub [--token T] [--orgs timm]``.
 
-The token comes from ``--token``, else ``LOCALHUB_TOKEN``, else ``<data_dir>/token`` (made
-on first start). It is never logged.
+The token comes from ``--token``, else ``LOCALHUB_TOKEN``, else ``<data_dir>/token`` (made on
+first start, mode 0600 from the start). It is never logged. One server per data dir: a second one
+exits with a message naming the first.
 """
 
 import argparse
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import uvicorn
 
 from .app import create_app
+from .storage import HubError
 
 
 def load_token(data_dir: Path, given: str | None) -> str:
@@ -20,9 +23,10 @@ def load_token(data_dir: Path, given: str | None) -> str:
         return token
     path = data_dir / "token"
     if not path.is_file():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text("localhub_" + secrets.token_hex(16))
-        path.chmod(0o600)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+        with os.fdopen(fd, "w") as f:
+            f.write("localhub_" + secrets.token_hex(16))
     return path.read_text().strip()
 
 
@@ -33,8 +37,14 @@ def main() -> None:
     parser.add_argument("--data_dir", type=Path, default=Path(".hub"))
     parser.add_argument("--token", default=None)
     parser.add_argument("--user", default="demo")
+    parser.add_argument("--orgs", nargs="*", default=["timm"], help="namespaces the token may also write to")
     args = parser.parse_args()
-    app = create_app(str(args.data_dir), load_token(args.data_dir, args.token), args.user)
+    try:
+        app = create_app(str(args.data_dir), load_token(args.data_dir, args.token), args.user, tuple(args.orgs),
+                         lock_note=f"localhub pid {os.getpid()} on port {args.port}")
+    except HubError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        sys.exit(1)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -1,19 +1,22 @@
 """On-disk storage for the local Hub: content-addressed blobs plus one JSON manifest per commit.
 
-Layout under ``data_dir``::
+Layout under ``data_dir`` (folders 0700: private repo names are not for other users)::
 
-    blobs/<sha256>                          file contents, shared by all repos
-    repos/<type>/<ns>/<name>/meta.json      {"private": bool, "created": iso-date}
+    server.lock                              held (fcntl) by the one server using this folder
+    blobs/<sha256>                           file contents, shared by all repos
+    repos/<type>/<ns>/<name>/meta.json       {"private": bool, "created": iso-date, "sdk": ...}
     repos/<type>/<ns>/<name>/commits/<oid>.json
-    repos/<type>/<ns>/<name>/refs/main      the commit id the branch points at
+    repos/<type>/<ns>/<name>/refs/heads/<branch>, refs/tags/<tag>, refs/pr/<n>   commit ids
+    repos/<type>/<ns>/<name>/discussions/<n>.json
 
-Every write goes to a temporary file first and is moved into place with ``os.replace``,
-and a branch moves only after its commit manifest is on disk, so a crash mid-commit leaves
-the previous state readable.
+Every write goes to a temporary file first (fsynced) and is moved into place with ``os.replace``,
+and a ref moves only after its commit manifest is on disk, so a crash mid-commit leaves the
+previous state readable; leftovers of a crash are removed when a server starts (``recover``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import HubError, not_found
+from .paths import check_tree
+
 REPO_TYPES = ("model", "dataset", "space")
 GITATTRIBUTES = (
     "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
@@ -31,14 +37,15 @@ GITATTRIBUTES = (
     "*.png filter=lfs diff=lfs merge=lfs -text\n"
     "*.jpg filter=lfs diff=lfs merge=lfs -text\n"
 )
+HEX = set("0123456789abcdef")
 
 
 def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -47,12 +54,36 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class HubError(Exception):
-    """An error with an HTTP status and the Hub's ``X-Error-Code``."""
+class BlobWriter:
+    """A blob streamed to disk while hashed: memory stays flat whatever the size."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+    def __init__(self, storage: Storage):
+        self.storage, self.digest, self.size = storage, hashlib.sha256(), 0
+        fd, self.tmp = tempfile.mkstemp(dir=storage.data_dir / "blobs", prefix=".tmp-")
+        self.file = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        self.file.write(chunk)
+
+    def finish(self, expected_sha256: str, expected_size: int | None = None) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if self.digest.hexdigest() != expected_sha256:
+                raise HubError(400, f"sha256 mismatch: announced {expected_sha256}, got {self.digest.hexdigest()}")
+            if expected_size is not None and self.size != expected_size:
+                raise HubError(400, f"size mismatch: announced {expected_size} bytes, got {self.size}")
+            os.replace(self.tmp, self.storage.blob_path(expected_sha256))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 @dataclass
@@ -65,131 +96,203 @@ class Repo:
     def meta(self) -> dict:
         return json.loads((self.root / "meta.json").read_text())
 
+    def refs(self, kind: str) -> dict[str, str]:
+        """``heads``, ``tags`` or ``pr``: name -> commit id."""
+        folder = self.root / "refs" / kind
+        found = {}
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.name.startswith("."):  # another thread's atomic write in progress
+                continue
+            try:
+                found[path.name] = path.read_text().strip()
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+        return found
+
+    def ref_path(self, revision: str) -> Path | None:
+        """The ref file a revision names (a branch, ``refs/heads|tags|pr/...``, a tag), or None."""
+        if revision.startswith(("refs/heads/", "refs/tags/", "refs/pr/")):
+            return self.root / revision
+        for kind in ("heads", "tags"):
+            if (self.root / "refs" / kind / revision).is_file():
+                return self.root / "refs" / kind / revision
+        return None
+
+    def resolve(self, revision: str) -> str:
+        """A branch, tag, PR ref, full or short (>= 7 hex) commit id -> the full commit id."""
+        if not revision or "\0" in revision or ".." in revision:
+            raise HubError(404, "Invalid rev id", "RevisionNotFound")
+        ref = self.ref_path(revision)
+        if ref is not None and ref.is_file():
+            return ref.read_text().strip()
+        if 7 <= len(revision) <= 40 and set(revision) <= HEX:
+            matches = [p.stem for p in (self.root / "commits").glob(f"{revision}*.json")]
+            if len(matches) == 1:
+                return matches[0]
+        raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+
     def head(self, revision: str = "main") -> dict:
-        """The commit manifest for a branch name or a full commit id."""
-        ref = self.root / "refs" / revision
-        oid = ref.read_text().strip() if ref.is_file() else revision
-        path = self.root / "commits" / f"{oid}.json"
-        if "/" in oid or not path.is_file():
-            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-        return json.loads(path.read_text())
+        """The commit manifest a revision names."""
+        return self.commit(self.resolve(revision))
+
+    def commit(self, oid: str) -> dict:
+        return json.loads((self.root / "commits" / f"{oid}.json").read_text())
 
     def history(self, revision: str = "main") -> list[dict]:
         commits, commit = [], self.head(revision)
         while commit:
             commits.append(commit)
-            parent = commit.get("parent")
-            commit = json.loads((self.root / "commits" / f"{parent}.json").read_text()) if parent else None
+            commit = self.commit(commit["parent"]) if commit.get("parent") else None
         return commits
 
 
 class Storage:
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
-        (self.data_dir / "blobs").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.data_dir / "blobs").mkdir(exist_ok=True, mode=0o700)
+        self.lock = threading.RLock()  # one writer at a time inside this server; server.lock across processes
+        self._lock_file = None
+
+    # --- one server per folder --------------------------------------------------------
+    def hold(self, description: str) -> None:
+        """Take the folder's exclusive lock for this process's life, or fail naming the holder."""
+        path = self.data_dir / "server.lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise HubError(409, f"{self.data_dir} is already served by {holder}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(description)
+        handle.flush()
+        self._lock_file = handle
+        self.recover()
+
+    def recover(self) -> None:
+        """After a crash: drop temporary files and blobs no commit refers to (nothing is in flight yet)."""
+        for tmp in self.data_dir.rglob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
+        referenced = set()
+        for manifest in (self.data_dir / "repos").glob("*/*/*/commits/*.json"):
+            referenced.update(e["sha256"] for e in json.loads(manifest.read_text())["files"].values())
+        for blob in (self.data_dir / "blobs").iterdir():
+            if blob.name not in referenced:
+                blob.unlink(missing_ok=True)
+        for legacy in (self.data_dir / "repos").glob("*/*/*/refs/main"):  # the layout before branches
+            atomic_write(legacy.parent / "heads" / "main", legacy.read_bytes())
+            legacy.unlink()
 
     # --- blobs -------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise HubError(400, f"not a sha256 oid: {sha256!r}")
+        if not isinstance(sha256, str) or len(sha256) != 64 or not set(sha256) <= HEX:
+            raise HubError(400, f"not a sha256 oid: {str(sha256)[:80]!r}")
         return self.data_dir / "blobs" / sha256
 
     def put_blob(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(sha256)
-        if not path.exists():
-            _atomic_write(path, data)
+        if not self.blob_path(sha256).exists():
+            atomic_write(self.blob_path(sha256), data)
         return sha256
 
-    def put_blob_stream(self, chunks, expected_sha256: str) -> None:
-        """Store a streamed upload, refusing it unless its sha256 is the announced oid."""
-        target = self.blob_path(expected_sha256)
-        digest, size = hashlib.sha256(), 0
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    f.write(chunk)
-            if digest.hexdigest() != expected_sha256:
-                raise HubError(400, f"sha256 mismatch: announced {expected_sha256}, got {digest.hexdigest()}")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    def entry_for(self, data: bytes, lfs: bool | None = None) -> dict:
+        sha256 = self.put_blob(data)
+        return {"sha256": sha256, "size": len(data), "git_oid": git_blob_oid(data),
+                "lfs": is_lfs(len(data), data[:512]) if lfs is None else lfs}
+
+    def lfs_entry(self, sha256: str, size: object) -> dict:
+        """An entry for an uploaded LFS blob; the announced size must be the stored one."""
+        path = self.blob_path(sha256)
+        if not path.is_file():
+            raise HubError(400, f"LFS object {sha256} was never uploaded")
+        if not isinstance(size, int) or isinstance(size, bool) or size != path.stat().st_size:
+            raise HubError(400, f"LFS object {sha256}: announced size {size!r}, stored {path.stat().st_size}")
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+        return {"sha256": sha256, "size": size, "git_oid": git_blob_oid(pointer.encode()), "lfs": True}
 
     # --- repos -------------------------------------------------------------------------
     def _root(self, repo_type: str, repo_id: str) -> Path:
         if repo_type not in REPO_TYPES:
-            raise HubError(400, f"unknown repo type {repo_type!r}")
-        parts = repo_id.split("/")
-        if len(parts) != 2 or any(not p or p.startswith(".") for p in parts):
-            raise HubError(400, f"repo id must be 'namespace/name', got {repo_id!r}")
+            raise HubError(400, f"unknown repo type {repo_type!r}: use one of {', '.join(REPO_TYPES)}")
+        parts = repo_id.split("/") if isinstance(repo_id, str) else []
+        if len(parts) != 2 or any(not p or p.startswith(".") or len(p) > 96 or not all(c.isalnum() or c in "-_."
+                                                                                       for c in p) for p in parts):
+            raise HubError(400, f"repo id must be 'namespace/name' (letters, digits, - _ .), got {repo_id!r}")
         return self.data_dir / "repos" / repo_type / parts[0] / parts[1]
 
     def get(self, repo_type: str, repo_id: str) -> Repo:
         root = self._root(repo_type, repo_id)
         if not (root / "meta.json").is_file():
-            raise HubError(404, f"Repository not found: {repo_type} {repo_id}", "RepoNotFound")
+            raise not_found(repo_id)
         return Repo(root, repo_type, repo_id)
+
+    def all_repos(self, repo_type: str) -> list[Repo]:
+        base = self.data_dir / "repos" / repo_type
+        return [Repo(m.parent, repo_type, f"{m.parent.parent.name}/{m.parent.name}")
+                for m in sorted(base.glob("*/*/meta.json"))]
 
     def create(self, repo_type: str, repo_id: str, private: bool, author: str, sdk: str | None = None) -> Repo:
         root = self._root(repo_type, repo_id)
-        with self._lock:
+        with self.lock:
             if (root / "meta.json").is_file():
                 raise HubError(409, "You already created this repo")
-            meta = {"private": private, "created": _now(), "sdk": sdk}
             repo = Repo(root, repo_type, repo_id)
-            self._write_commit(repo, None, "initial commit", "", author, {".gitattributes": GITATTRIBUTES.encode()})
-            _atomic_write(root / "meta.json", json.dumps(meta).encode())
+            files = {".gitattributes": self.entry_for(GITATTRIBUTES.encode())}
+            self.write_commit(repo, None, "initial commit", "", author, files, branch="main")
+            atomic_write(root / "meta.json", json.dumps({"private": private, "created": now(), "sdk": sdk}).encode())
         return repo
 
     def delete(self, repo_type: str, repo_id: str) -> None:
-        shutil.rmtree(self.get(repo_type, repo_id).root)
+        with self.lock:
+            shutil.rmtree(self.get(repo_type, repo_id).root)
 
     def set_private(self, repo: Repo, private: bool) -> None:
-        _atomic_write(repo.root / "meta.json", json.dumps({**repo.meta, "private": private}).encode())
+        with self.lock:
+            atomic_write(repo.root / "meta.json", json.dumps({**repo.meta, "private": private}).encode())
 
     def commit(self, repo: Repo, operations: list[dict], title: str, message: str, author: str,
-               parent: str | None = None) -> dict:
-        """Apply add/delete operations on top of ``main`` as one new commit."""
-        with self._lock:
-            head = repo.head("main")
+               parent: str | None = None, branch: str = "main") -> dict:
+        """Apply add/delete operations on top of ``branch`` (a branch name or ``refs/pr/N``) as one commit."""
+        with self.lock:
+            head = repo.head(branch)
             if parent and parent != head["oid"]:
-                raise HubError(412, f"parent commit {parent} is not the head of main ({head['oid']})")
+                raise HubError(412, f"parent commit {parent} is not the head of {branch} ({head['oid']})")
             files = dict(head["files"])
             for op in operations:
-                path = op["path"].strip("/")
+                path = op["path"]
                 if op["kind"] == "add":
                     files[path] = op["entry"]
                 elif op["kind"] == "delete_file":
                     if files.pop(path, None) is None:
                         raise HubError(404, f"cannot delete {path}: no such file", "EntryNotFound")
                 elif op["kind"] == "delete_folder":
-                    files = {p: e for p, e in files.items() if not p.startswith(path + "/")}
+                    files = {p: e for p, e in files.items() if not p.startswith(path.rstrip("/") + "/")}
+            check_tree(files)
             for path, entry in files.items():
                 if not self.blob_path(entry["sha256"]).is_file():
                     raise HubError(400, f"{path}: its content was never uploaded")
-            return self._write_commit(repo, head["oid"], title, message, author, files=files, raw=False)
+            return self.write_commit(repo, head["oid"], title, message, author, files, branch=branch)
 
-    def _write_commit(self, repo: Repo, parent, title, message, author, files, raw=True) -> dict:
-        if raw:  # contents given as bytes
-            files = {p: self.entry_for(data) for p, data in files.items()}
+    def write_commit(self, repo: Repo, parent, title, message, author, files, branch: str | None) -> dict:
         body = json.dumps({"parent": parent, "files": files, "title": title, "t": time.time_ns()}, sort_keys=True)
-        commit = {
-            "oid": hashlib.sha1(body.encode()).hexdigest(), "parent": parent, "title": title,
-            "message": message, "author": author, "date": _now(), "files": files,
-        }
-        _atomic_write(repo.root / "commits" / f"{commit['oid']}.json", json.dumps(commit).encode())
-        _atomic_write(repo.root / "refs" / "main", commit["oid"].encode())
+        commit = {"oid": hashlib.sha1(body.encode()).hexdigest(), "parent": parent, "title": title,
+                  "message": message, "author": author, "date": now(), "files": files}
+        atomic_write(repo.root / "commits" / f"{commit['oid']}.json", json.dumps(commit).encode())
+        if branch is not None:
+            self.set_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}", commit["oid"])
         return commit
 
-    def entry_for(self, data: bytes, lfs: bool | None = None) -> dict:
-        sha256 = self.put_blob(data)
-        return {"sha256": sha256, "size": len(data), "git_oid": git_blob_oid(data),
-                "lfs": is_lfs(len(data), data[:512]) if lfs is None else lfs}
+    def set_ref(self, repo: Repo, ref: str, oid: str | None) -> None:
+        """Point ``refs/heads|tags|pr/<name>`` at a commit (None deletes it)."""
+        path = repo.root / ref
+        if oid is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, oid.encode())
 
 
 def is_lfs(size: int, sample: bytes) -> bool:
@@ -197,5 +300,5 @@ def is_lfs(size: int, sample: bytes) -> bool:
     return size >= 10 * 1024 * 1024 or b"\0" in sample
 
 
-def _now() -> str:
+def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())

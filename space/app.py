@@ -12,6 +12,7 @@ import tempfile
 
 import gradio as gr
 import inference
+from feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
 from image_io import MAX_FILE_BYTES, BadImage, load_upload
 from inference import CAM_METHODS, get_classifier, model_id, overlay
 
@@ -85,7 +86,7 @@ def user_errors(what: str):
     """A bad upload gets its own message; anything else a generic one (never a traceback), the log the details."""
     try:
         yield
-    except BadImage as e:
+    except (BadImage, FeedbackRefused) as e:
         raise gr.Error(str(e), print_exception=False) from None
     except gr.Error:
         raise
@@ -116,6 +117,32 @@ def compare(path: str | None, opacity: float = 0.5):
         confidences = classifier.predict(image, None).confidences
         target = classifier.labels.index(max(confidences, key=confidences.get))
         return [(as_file(overlay(image, classifier.cam(features, target, m), opacity)), m) for m in CAM_METHODS]
+
+
+PRIVACY = ("What is kept when you send a correction: the picture, your answer, the model's answer and "
+           "confidence, the model revision and the time. Nothing else about you. The dataset is private.")
+
+
+def feedback_store(classifier: inference.Classifier) -> FeedbackStore | None:
+    """The store for corrections when this Space is configured for them and has a write token, else None."""
+    dataset_id, token = configured_dataset(HERE), os.environ.get("HF_TOKEN")
+    if not dataset_id or not token:
+        return None
+    return FeedbackStore(dataset_id, classifier.labels, token)
+
+
+def send_feedback(store: FeedbackStore | None, path: str | None, label: str | None, client: str) -> str:
+    """One correction: checked like any upload, stored with the model's own answer."""
+    if store is None:
+        raise gr.Error("This Space does not collect corrections (no feedback dataset or no write token is "
+                       "configured).", print_exception=False)
+    with user_errors("feedback"):
+        image = load_upload(path)
+        if label not in store.labels:
+            raise FeedbackRefused(f"Unknown answer {label!r}: choose one of {', '.join(store.labels)}.")
+        answer = inference.classify(image)
+        return store.add(image, label, answer["label"], max(answer["confidences"].values()),
+                         answer["model"]["revision"], client=client)
 
 
 def about(classifier: inference.Classifier) -> str:
@@ -154,10 +181,22 @@ def build_demo() -> gr.Blocks:
         gallery = gr.Gallery(label="All CAM methods", columns=len(CAM_METHODS), height="auto")
         if examples:
             gr.Examples(examples, inputs=image, label="Validation images (including any the model gets wrong)")
+        store = feedback_store(classifier)
+        with gr.Accordion("Wrong? Tell us the right answer", open=False, visible=store is not None):
+            gr.Markdown(PRIVACY)
+            right = gr.Radio([*classifier.labels, NEITHER], label="The right answer")
+            send = gr.Button("Send correction")
+            thanks = gr.Markdown()
         answer = gr.JSON(visible=False)
         run.click(predict, [image, method, opacity], [label, heatmap], api_name="predict")
         run_all.click(compare, [image, opacity], gallery, api_name="compare")
         gr.Button(visible=False).click(classify, [image], answer, api_name="classify")  # API only
+
+        def feedback(path: str | None, label: str | None, request: gr.Request) -> str:
+            return send_feedback(store, path, label, request.client.host if request and request.client else "?")
+
+        send.click(feedback, [image, right], thanks, api_name="feedback")
+    demo.feedback_store = store  # for shutdown and tests
     # Requests queue up (and wait) instead of failing; one runs at a time on 2 cores.
     demo.queue(default_concurrency_limit=1, max_size=512)
     return demo

@@ -59,3 +59,11 @@ def test_time_to_accuracy_quick(hub_dataset, lite0):
     for row in rows:
         assert 0.0 <= float(row[1].split()[0]) <= 1.0 and float(row[3]) > 0 and int(row[4]) > 100
     assert "baseline accuracy per epoch:" in result.stdout
+
+
+def test_localhub_quick():
+    result = run_module("bench.localhub", "--upload_mb", "8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r[0]: r[1] for r in _rows(result.stdout)}
+    assert float(rows["8 MB LFS upload: server peak RSS growth"].split()[0]) < 100  # streamed, never held whole
+    assert all(float(rows[k].split()[0]) > 0 for k in rows if k.startswith("repo_info"))

@@ -102,8 +102,10 @@ def main() -> None:
           f"      heatmaps: most faithful {faithfulness['best']} (deletion "
           f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
           f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
-    publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id))
-    stage(f"[4/4] Space published: {space_id} — run it with `make space` (http://127.0.0.1:7860)")
+    publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id,
+                                 feedback_dataset=f"{dataset_id}-feedback"))
+    stage(f"[4/4] Space published: {space_id} — run it with `make space` (http://127.0.0.1:7860); visitors' "
+          f"corrections go to {dataset_id}-feedback (private)")
     print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}")
 
 

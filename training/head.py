@@ -73,8 +73,8 @@ def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: in
 
 
 def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch.Tensor, images: int,
-                       plain_views: int, accelerator, args) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of the train images' plain views, each from a head that never saw that image.
+                       plain_views: int, accelerator, args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, labels, image index) of the train images' plain views, each from a head that never saw that image.
 
     The bank's rows are views of ``images`` images in a fixed order (row r shows image r % images); the
     first ``plain_views`` views are un-augmented. Each of ``CALIBRATION_FOLDS`` heads is trained with the
@@ -83,10 +83,10 @@ def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch
     """
     image_of_row = torch.arange(len(bank)) % images
     image_labels = bank_labels[:images]
-    logits, labels = [], []
+    logits, labels, which = [], [], []
     smallest_class = int(torch.bincount(image_labels).min()) if images else 0
     if min(CALIBRATION_FOLDS, smallest_class) < 2:  # too few images of some class to hold any out
-        return torch.empty(0, linear.out_features), torch.empty(0, dtype=torch.long)
+        return torch.empty(0, linear.out_features), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     folds = StratifiedKFold(min(CALIBRATION_FOLDS, smallest_class), shuffle=True, random_state=args.seed)
     for fold, (_, held_out) in enumerate(folds.split(torch.zeros(images), image_labels)):
         held = torch.zeros(images, dtype=torch.bool)
@@ -104,4 +104,5 @@ def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch
         with torch.no_grad():
             logits.append(head(bank[plain_rows]))
         labels.append(bank_labels[plain_rows])
-    return torch.cat(logits), torch.cat(labels)
+        which.append(plain_rows % images)
+    return torch.cat(logits), torch.cat(labels), torch.cat(which)

@@ -6,15 +6,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 from timm.models import save_for_hf
 
 from .errors import hub_errors
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "template.md"
 UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "README.md", "results.json", "run.json",
-            "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "study.json",
-            "study.png")
+            "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "suspects.png",
+            "study.json", "study.png")
 
 
 def save_model(model, class_names: list[str], directory: Path, data_config: dict | None = None,
@@ -76,14 +76,16 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
 
 
 def push_model(output_dir: Path, repo_id: str, args, private: bool = False, study_dir: Path | None = None,
-               message: str | None = None) -> str:
-    """Upload the saved model, its card and the run's evidence as one commit; returns the commit URL.
+               message: str | None = None, create_pr: bool = False, description: str | None = None) -> CommitInfo:
+    """Upload the saved model, its card and the run's evidence as one commit (on ``main``, or as a pull
+    request with ``create_pr``); returns the commit's info (``commit_url``, ``pr_num``).
 
     ``study_dir`` holding ``study.json``/``study.png`` (from ``training.study``) adds the study to the card.
     """
     results = json.loads((output_dir / "results.json").read_text())
     evidence = {name: output_dir / name for name in ("results.json", "run.json", "confusion_matrix.png",
-                                                     "reliability.png", "faithfulness.json", "faithfulness.png")}
+                                                     "reliability.png", "faithfulness.json", "faithfulness.png",
+                                                     "suspects.png")}
     if study_dir is not None and (study_dir / "study.json").is_file():
         evidence.update({name: study_dir / name for name in ("study.json", "study.png")})
     study = json.loads(evidence["study.json"].read_text()) if "study.json" in evidence else None
@@ -100,6 +102,5 @@ def push_model(output_dir: Path, repo_id: str, args, private: bool = False, stud
     api = HfApi()
     with hub_errors(f"pushing model {repo_id}"):
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=output_dir / "model", commit_message=message,
-                                 allow_patterns=list(UPLOADED))
-    return info.commit_url
+        return api.upload_folder(repo_id=repo_id, folder_path=output_dir / "model", commit_message=message,
+                                 commit_description=description, allow_patterns=list(UPLOADED), create_pr=create_pr)

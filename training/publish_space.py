@@ -18,7 +18,8 @@ from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 from .errors import hub_errors
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
-SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "requirements.txt", "README.md")
+SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py", "requirements.txt",
+               "README.md")
 
 
 @dataclass
@@ -28,6 +29,8 @@ class SpaceArguments:
     dataset_id: str = field(metadata={"help": "dataset repo the examples come from"})
     examples_per_class: int = 3
     private: bool = False
+    feedback_dataset: str | None = field(default=None, metadata={
+        "help": "collect visitors' corrections in this (private) dataset repo; the Space needs HF_TOKEN to write"})
 
 
 def pick_examples(model_id: str, dataset_id: str, per_class: int) -> list[tuple[str, bytes]]:
@@ -53,6 +56,9 @@ def publish_space(args: SpaceArguments) -> str:
         card = SpaceCard.load(folder / "README.md")
         card.data.models, card.data.datasets = [args.model_id], [args.dataset_id]
         card.save(folder / "README.md")
+        if args.feedback_dataset:
+            api.create_repo(args.feedback_dataset, repo_type="dataset", private=True, exist_ok=True)
+            (folder / "feedback.json").write_text(json.dumps({"dataset_id": args.feedback_dataset}))
         (folder / "examples").mkdir()
         for file, data in pick_examples(args.model_id, args.dataset_id, args.examples_per_class):
             (folder / "examples" / file.replace("/", "_").removeprefix("validation_")).write_bytes(data)

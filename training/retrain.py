@@ -1,11 +1,15 @@
-"""One-command retraining: dataset from the Hub -> train -> new model revision, card and Space.
+"""One-command retraining behind a regression gate: dataset from the Hub -> train -> pull request -> merge.
 
     python -m training.retrain --dataset_id demo/alien-vs-predator --model_id demo/alien-vs-predator-classifier \
-        --space_id demo/alien-vs-predator [--force] [--epochs 12 --seed 1 ...]
+        --space_id demo/alien-vs-predator [--feedback_dataset demo/alien-vs-predator-feedback] \
+        [--force | --no_merge] [--epochs 12 --seed 1 ...]
 
 Training settings come from the model repo's ``run.json`` (the last run's arguments); any
-``TrainArguments`` flag given here overrides them. A model whose validation accuracy is below
-the current revision's is not pushed unless ``--force``.
+``TrainArguments`` flag given here overrides them. The candidate is pushed as a pull request on
+the model repo whose description compares it with ``main`` (training/gate.py); it is merged, and
+the Space refreshed, only when it is not worse on the leak-free validation accuracy. Otherwise the
+pull request stays open and the command exits non-zero. ``--force`` merges anyway; ``--no_merge``
+leaves the decision to a person. A new repo gets its first model on ``main`` directly.
 """
 
 from __future__ import annotations
@@ -19,18 +23,19 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from .errors import UserError, hub_errors
+from .gate import GATE_METRIC, comparison_table, metrics, not_worse
 from .publish_model import push_model
 from .publish_space import SpaceArguments, publish_space
 from .train import TrainArguments, train
 
 
-def current_run(model_id: str) -> tuple[dict, float | None]:
-    """The saved arguments and validation accuracy of the model repo's main revision (empty if new)."""
+def current_run(model_id: str) -> tuple[dict, dict | None]:
+    """The saved arguments and results of the model repo's main revision (({}, None) for a new repo)."""
     try:
         with hub_errors(f"reading {model_id}"):
             run = json.loads(Path(hf_hub_download(model_id, "run.json")).read_text())["args"]
             results = json.loads(Path(hf_hub_download(model_id, "results.json")).read_text())
-        return run, results["validation"]["accuracy"]
+        return run, results
     except UserError as e:
         if isinstance(e.__cause__, (EntryNotFoundError, RepositoryNotFoundError)):
             return {}, None
@@ -56,29 +61,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_id", required=True)
     parser.add_argument("--model_id", required=True)
-    parser.add_argument("--space_id", default=None, help="also refresh this Space")
-    parser.add_argument("--force", action="store_true", help="push even if validation accuracy drops")
+    parser.add_argument("--space_id", default=None, help="refresh this Space when the candidate is merged")
+    decision = parser.add_mutually_exclusive_group()
+    decision.add_argument("--force", action="store_true", help="merge even if the candidate is worse")
+    decision.add_argument("--no_merge", action="store_true", help="open the pull request, leave merging to a person")
     parser.add_argument("--output_dir", default="outputs/retrain")
     parser.add_argument("--study_dir", default="outputs/study", help="include this study in the card, if present")
     known, overrides = parser.parse_known_args()
     saved, current = current_run(known.model_id)
     args = training_arguments(saved, overrides, known.dataset_id, known.model_id, known.output_dir)
     results = train(args)
-    new = results["validation"]["accuracy"]
-    print(f"new model: validation accuracy {new:.4f} (leak-free {results['validation_leak_free']['accuracy']:.4f}); "
-          f"current: {'none' if current is None else f'{current:.4f}'}")
-    if current is not None and new < current and not known.force:
-        raise UserError(f"not pushed: validation accuracy {new:.4f} is below the current model's {current:.4f} "
-                        f"on {known.model_id}; use --force to push it anyway")
-    output_dir = Path(args.output_dir)
-    message = (f"Retrain: validation accuracy {new:.4f} (was {'none' if current is None else f'{current:.4f}'}), "
-               f"leak-free {results['validation_leak_free']['accuracy']:.4f}, seed {args.seed}")
-    url = push_model(output_dir, known.model_id, args, study_dir=Path(known.study_dir), message=message)
-    print(f"pushed {known.model_id}: {url}")
+    if results.get("feedback"):
+        feedback = results["feedback"]
+        print(f"feedback {feedback['dataset']}: {feedback['received']} received, {feedback['added']} added, "
+              f"{feedback['refused']} refused")
+        for row in feedback["refused_rows"]:
+            print(f"  refused row {row['row']}: {row['why']}")
+    table = comparison_table(current, results, results.get("feedback"))
+    new, before = metrics(results)[GATE_METRIC], metrics(current).get(GATE_METRIC)
+    message = (f"Retrain: {GATE_METRIC} {new:.4f} (main: {'none' if before is None else f'{before:.4f}'}), "
+               f"validation accuracy {results['validation']['accuracy']:.4f}, seed {args.seed}")
+    print(table)
+    info = push_model(Path(args.output_dir), known.model_id, args, study_dir=Path(known.study_dir), message=message,
+                      create_pr=current is not None, description=table)
+    if current is None:
+        print(f"pushed the first model of {known.model_id}: {info.commit_url}")
+    elif known.no_merge:
+        print(f"pull request #{info.pr_num} opened for review, not merged: {info.pr_url}")
+        return
+    elif not_worse(current, results) or known.force:
+        with hub_errors(f"merging pull request #{info.pr_num} on {known.model_id}"):
+            HfApi().merge_pull_request(known.model_id, info.pr_num, comment="Merged by training.retrain: "
+                                       + ("not worse on the gate." if not_worse(current, results) else "--force."))
+        print(f"merged pull request #{info.pr_num} into {known.model_id}: {info.pr_url}")
+    else:
+        raise UserError(f"not merged: {GATE_METRIC} {new:.4f} is below main's {before:.4f} on {known.model_id}; "
+                        f"pull request #{info.pr_num} stays open ({info.pr_url}); --force merges it anyway")
     if known.space_id:
         print(f"refreshed Space {known.space_id}: "
               f"{publish_space(SpaceArguments(known.space_id, known.model_id, known.dataset_id))}")
-    print(f"{known.model_id} now has {len(HfApi().list_repo_commits(known.model_id))} commits")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .augment import build_transform
+from .corrections import take_in
 from .data import holdout_split, load_splits, make_loader
 from .extractor import (
     PooledFeatures,
@@ -41,8 +43,9 @@ from .extractor import (
 )
 from .head import StandardizedHead, head_optimizer, out_of_fold_logits, predict_proba, train_one_epoch
 from .metrics import classification_report, save_confusion_matrix
+from .mislabels import find_suspects, out_of_fold_probabilities, save_thumbnails
 from .model import DEFAULT_BACKBONE, build_model, data_config
-from .ood_set import describe, ood_images
+from .ood_set import OODImage, describe, ood_images
 from .runinfo import peak_rss_mib, run_info
 from .trust import calibrate, fit_ood
 
@@ -80,6 +83,8 @@ class TrainArguments:
     push_to_hub: str | None = field(default=None, metadata={"help": "model repo id to push to"})
     private: bool = False
     study_dir: str = field(default="outputs/study", metadata={"help": "training.study output to put in the card"})
+    feedback_dataset: str | None = field(default=None, metadata={
+        "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
 
 
 @torch.inference_mode()
@@ -134,7 +139,7 @@ def train(args: TrainArguments) -> dict:
     output_dir, checkpoints = Path(args.output_dir), Path(args.output_dir) / "checkpoints"
     if not args.resume and accelerator.is_main_process:  # a fresh run never mixes with an old one's checkpoints
         shutil.rmtree(checkpoints, ignore_errors=True)
-        for stale in ("metrics.jsonl", "faithfulness.json", "faithfulness.png"):  # measured on an older model
+        for stale in ("metrics.jsonl", "faithfulness.json", "faithfulness.png", "suspects.png"):  # an older run's
             (output_dir / stale).unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
@@ -146,6 +151,11 @@ def train(args: TrainArguments) -> dict:
         train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
     train_split, holdout = holdout_split(train_split, args.holdout_fraction, args.seed)
     validation = dataset["validation"]
+    files = train_split["file"] if "file" in train_split.column_names else [str(i) for i in range(len(train_split))]
+    feedback, neither = None, []
+    if args.feedback_dataset:  # after the holdout split: corrections join train only
+        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation)
+        files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
 
     model = build_model(args.backbone, len(class_names), pretrained=args.pretrained, freeze=True)
     model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
@@ -163,7 +173,8 @@ def train(args: TrainArguments) -> dict:
     bank, bank_labels = feature_bank(extractor, plain_loader, augmented, accelerator, args, checkpoints)
     holdout_features, holdout_labels = backbone_features(extractor, holdout_loader, accelerator, flip=True)
     val_features, val_labels = backbone_features(extractor, validation_loader, accelerator, flip=True)
-    ood_set = ood_images(seed=0)
+    ood_set = ood_images(seed=0) + [OODImage(f"feedback_{i}", "feedback", "selection", image)
+                                    for i, image in enumerate(neither)]  # visitors' "neither": choose the method
     ood_features = image_features(extractor, [item.image for item in ood_set],
                                   build_transform("none", config, train=False), args.batch_size)
     del extractor
@@ -195,7 +206,10 @@ def train(args: TrainArguments) -> dict:
     head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
     linear = head.fold()  # the saved model is a plain timm model: the scaling now lives in its head
     plain = 2 * len(train_split)  # the bank starts with the un-augmented images and their mirrors
-    fold_logits, fold_labels = out_of_fold_logits(linear, bank, bank_labels, len(train_split), 2, accelerator, args)
+    fold_logits, fold_labels, fold_images = out_of_fold_logits(linear, bank, bank_labels, len(train_split), 2,
+                                                               accelerator, args)
+    mislabels = find_suspects(out_of_fold_probabilities(fold_logits, fold_images, len(train_split)),
+                              np.asarray(train_split["label"]), files, class_names)
     calibration = calibrate(linear, holdout_features, holdout_labels, fold_logits, fold_labels, val_features[0],
                             val_labels, output_dir)
     ood_report, ood_config, ood_statistics = fit_ood(
@@ -203,7 +217,7 @@ def train(args: TrainArguments) -> dict:
         ood_features, [item.part for item in ood_set], len(class_names), args.seed)
     ood_report["ood_set"] = describe(ood_set)
     results = evaluate_validation(linear, val_features, val_labels, validation, args.flip_tta, class_names)
-    results.update(calibration=calibration, ood=ood_report)
+    results.update(calibration=calibration, ood=ood_report, mislabels=mislabels, feedback=feedback)
     results.update(best_epoch=state["best_epoch"], holdout_accuracy=state["best_holdout"],
                    train_images=len(train_split), holdout_images=len(holdout), bank_size=len(bank),
                    seconds=round(time.time() - started, 1), feature_seconds=round(extract_seconds, 1),
@@ -215,6 +229,8 @@ def train(args: TrainArguments) -> dict:
         extra = {"ood": ood_config, "calibration": {"temperature": calibration["temperature"],
                                                     "fitted_on": calibration["fitted_on"], "folded_into_head": True}}
         save_outputs(model, results, args, class_names, output_dir, config, extra, ood_statistics)
+        save_thumbnails([train_split[s["index"]]["image"] for s in mislabels["suspects"]], mislabels["suspects"],
+                        output_dir / "suspects.png")
     return results
 
 
@@ -282,8 +298,8 @@ def main() -> None:
     if args.push_to_hub:
         from .publish_model import push_model
 
-        url = push_model(Path(args.output_dir), args.push_to_hub, args, args.private, study_dir=Path(args.study_dir))
-        print(f"pushed model {args.push_to_hub}: {url}")
+        info = push_model(Path(args.output_dir), args.push_to_hub, args, args.private, study_dir=Path(args.study_dir))
+        print(f"pushed model {args.push_to_hub}: {info.commit_url}")
 
 
 if __name__ == "__main__":

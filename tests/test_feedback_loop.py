@@ -1,0 +1,155 @@
+"""The retraining loop: corrections from the Space, checked intake, the mislabel finder."""
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import DATA_DIR, ROOT, TOKEN
+
+sys.path.insert(0, str(ROOT / "space"))
+
+
+@pytest.fixture(scope="module")
+def feedback_app(trained_model):
+    """The Space's app with corrections going to demo/avp-feedback-test, flushed every second."""
+    from localhub.ctl import free_port
+
+    os.environ.update(MODEL_ID=trained_model[2], FEEDBACK_DATASET="demo/avp-feedback-test", FEEDBACK_FLUSH_SECONDS="1")
+    import app
+    import image_io
+    import inference
+
+    inference._classifier = None
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                max_file_size=image_io.MAX_FILE_BYTES, quiet=True)
+    yield f"http://127.0.0.1:{port}/", demo
+    demo.close()
+    demo.feedback_store.stop()
+    for name in ("MODEL_ID", "FEEDBACK_DATASET", "FEEDBACK_FLUSH_SECONDS"):
+        os.environ.pop(name)
+
+
+def test_corrections_reach_a_private_dataset(feedback_app, trained_model, tmp_path):
+    from datasets import load_dataset
+    from gradio_client import Client, handle_file
+    from huggingface_hub import HfApi
+
+    url, demo = feedback_app
+    client = Client(url, verbose=False)
+    sent = {"alien/5.jpg": "predator", "predator/5.jpg": "alien", "alien/6.jpg": "neither"}
+    for name, label in sent.items():
+        answer = client.predict(handle_file(str(DATA_DIR / "validation" / name)), label, api_name="/feedback")
+        assert "Thank you" in answer
+    with pytest.raises(Exception, match="not in the list of choices"):  # Gradio checks the Radio first
+        client.predict(handle_file(str(DATA_DIR / "validation" / "alien/7.jpg")), "sepia", api_name="/feedback")
+    with pytest.raises(Exception, match="not an image"):
+        (tmp_path / "x.jpg").write_bytes(b"text")
+        client.predict(handle_file(str(tmp_path / "x.jpg")), "alien", api_name="/feedback")
+    deadline = time.monotonic() + 30
+    rows = None
+    while time.monotonic() < deadline:
+        demo.feedback_store.flush()
+        try:
+            rows = load_dataset("demo/avp-feedback-test", split="train", download_mode="force_redownload",
+                                cache_dir=str(tmp_path / f"c{time.monotonic_ns()}"))
+        except Exception:
+            rows = None
+        if rows is not None and len(rows) == 3:
+            break
+        time.sleep(1)
+    assert rows is not None and len(rows) == 3
+    assert sorted(rows["label"]) == sorted(sent.values())
+    assert {"image", "label", "predicted", "confidence", "model_revision", "created_at"} <= set(rows.column_names)
+    assert set(rows["model_revision"]) == {HfApi().model_info(trained_model[2]).sha}
+    assert HfApi().repo_info("demo/avp-feedback-test", repo_type="dataset").private
+
+
+def test_without_a_token_feedback_is_refused_and_nothing_written(trained_model, monkeypatch):
+    import app
+    import inference
+
+    monkeypatch.setenv("MODEL_ID", trained_model[2])
+    monkeypatch.setenv("FEEDBACK_DATASET", "demo/avp-feedback-none")
+    monkeypatch.delenv("HF_TOKEN")
+    inference._classifier = None
+    demo = app.build_demo()
+    assert demo.feedback_store is None
+    with pytest.raises(Exception, match="does not collect corrections"):
+        app.send_feedback(None, str(DATA_DIR / "validation" / "alien" / "5.jpg"), "alien", "test")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    from huggingface_hub import HfApi
+
+    assert not HfApi().repo_exists("demo/avp-feedback-none", repo_type="dataset")
+
+
+def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_path):
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+
+    from training.corrections import take_in
+
+    dataset, _ = avp_dataset
+    validation, train = dataset["validation"], dataset["train"].select(range(40))
+    rows = [(validation[0]["image"], "alien"),  # a validation image: must never enter train
+            (train[0]["image"], "alien"),  # already in train
+            (Image.open(DATA_DIR / "train" / "predator" / "300.jpg").convert("RGB"), "predator"),
+            (Image.new("RGB", (64, 64), (10, 200, 30)), "neither"),
+            (Image.new("RGB", (64, 64), (200, 10, 30)), "banana")]
+    features = Features({"image": ImageFeature(), "label": Value("string")})
+    Dataset.from_dict({"image": [r[0] for r in rows], "label": [r[1] for r in rows]}, features=features) \
+        .push_to_hub("demo/avp-intake-test", private=True)
+    merged, neither, report = take_in("demo/avp-intake-test", train, validation)
+    assert report["received"] == 5 and report["added_to_train"] == 1 and report["neither"] == 1
+    assert report["reasons"] == {"duplicates a validation image": 1, "already in train": 1, "unknown label": 1}
+    named = {r["row"]: r["why"] for r in report["refused_rows"]}
+    assert validation[0]["file"] in named[0]
+    assert len(merged) == 41 and merged.features["label"].names == train.features["label"].names
+    assert len(neither) == 1
+
+
+def test_mislabel_finder_finds_flipped_labels(avp_dataset):
+    import timm
+
+    from tests.conftest import WEIGHTS_DIR
+    from training.augment import build_transform
+    from training.extractor import feature_extractor, image_features
+    from training.head import out_of_fold_logits
+    from training.mislabels import find_suspects, out_of_fold_probabilities
+    from training.train import TrainArguments
+
+    dataset, _ = avp_dataset
+    train = dataset["train"].shuffle(seed=0).select(range(240))
+    model = timm.create_model(f"local-dir:{WEIGHTS_DIR / 'tf_efficientnet_lite0.in1k'}", pretrained=True,
+                              num_classes=2).eval()
+    transform = build_transform("none", timm.data.resolve_data_config({}, model=model), train=False)
+    images = [image.convert("RGB") for image in train["image"]]
+    extractor = feature_extractor(model, "no")
+    features = torch.cat([image_features(extractor, images, transform),
+                          image_features(extractor, [i.transpose(0) for i in images], transform)])
+    labels = torch.tensor(train["label"])
+    flipped = np.random.default_rng(0).choice(len(train), 10, replace=False)
+    labels[flipped] = 1 - labels[flipped]
+    args = TrainArguments(epochs=10, seed=42)
+
+    class NoAccelerator:  # the fold heads run outside the prepared objects
+        def accumulate(self, _):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def backward(self, loss):
+            loss.backward()
+
+    logits, _, which = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), features, labels.repeat(2),
+                                          len(train), 2, NoAccelerator(), args)
+    probs = out_of_fold_probabilities(logits, which, len(train))
+    found = find_suspects(probs, labels.numpy(), train["file"], ["alien", "predator"])
+    top = {s["index"] for s in found["suspects"]}
+    assert len(set(flipped.tolist()) & top) >= 7, (sorted(flipped.tolist()), sorted(top))

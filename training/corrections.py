@@ -1,0 +1,91 @@
+"""Visitors' corrections (the Space's feedback dataset) taken into the next training run.
+
+Each correction is checked like any dataset image (decoded by content, RGB, EXIF), refused if its
+label is unknown, if it duplicates (exactly or nearly) a validation image — validation must never
+leak — or if it repeats a training image or an earlier correction. Class corrections join train
+(never the holdout or validation); "neither" corrections become out-of-distribution examples for
+choosing the OOD method, not a class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+
+import imagehash
+import numpy as np
+from datasets import ClassLabel, Dataset, Features, Image, concatenate_datasets, load_dataset
+from datasets.data_files import EmptyDatasetError
+
+from .errors import hub_errors
+from .images import BadImageError, decode_image
+
+NEITHER = "neither"
+NEAR = 8  # pHash Hamming distance (of 64 bits), as the dataset's own duplicate check
+
+
+def fingerprint(image) -> tuple[str, np.ndarray]:
+    return hashlib.sha256(image.tobytes()).hexdigest(), imagehash.phash(image).hash.flatten()
+
+
+def fingerprints(split: Dataset) -> tuple[set[str], np.ndarray, list[str]]:
+    pixels, hashes = set(), []
+    for image in split["image"]:
+        exact, near = fingerprint(image.convert("RGB"))
+        pixels.add(exact)
+        hashes.append(near)
+    files = split["file"] if "file" in split.column_names else [str(i) for i in range(len(split))]
+    return pixels, np.stack(hashes) if hashes else np.zeros((0, 64), bool), files
+
+
+def take_in(feedback_id: str, train: Dataset, validation: Dataset) -> tuple[Dataset, list, dict]:
+    """(train with the accepted class corrections, "neither" images, report with counts and reasons)."""
+    try:
+        with hub_errors(f"loading feedback dataset {feedback_id}"):
+            rows = load_dataset(feedback_id, split="train")
+    except EmptyDatasetError:  # the Space made the repo, nobody has sent a correction yet
+        rows = []
+    names = train.features["label"].names
+    val_pixels, val_hashes, val_files = fingerprints(validation)
+    seen_pixels, seen_hashes, _ = fingerprints(train)
+    added, neither, refused = [], [], Counter()
+    refused_files = []
+    for i, row in enumerate(rows):
+        where = f"feedback row {i}"
+        label = row.get("label")
+        if label not in (*names, NEITHER):
+            refused["unknown label"] += 1
+            refused_files.append({"row": i, "why": f"unknown label {label!r}"})
+            continue
+        try:
+            buffer = io.BytesIO()
+            row["image"].save(buffer, format="PNG")
+            image, _ = decode_image(buffer.getvalue(), where)
+        except (BadImageError, AttributeError, OSError) as e:
+            refused["unreadable"] += 1
+            refused_files.append({"row": i, "why": str(e)})
+            continue
+        exact, near = fingerprint(image)
+        distance = (val_hashes != near).sum(-1) if len(val_hashes) else np.array([])
+        if exact in val_pixels or (distance <= NEAR).any():
+            match = val_files[int(distance.argmin())] if len(distance) else "?"
+            refused["duplicates a validation image"] += 1
+            refused_files.append({"row": i, "why": f"duplicates validation image {match}"})
+            continue
+        if exact in seen_pixels or (len(seen_hashes) and ((seen_hashes != near).sum(-1) <= NEAR).any()):
+            refused["already in train"] += 1
+            refused_files.append({"row": i, "why": "duplicates a training image or an earlier correction"})
+            continue
+        seen_pixels.add(exact)
+        seen_hashes = np.vstack([seen_hashes, near[None]])
+        (neither if label == NEITHER else added).append((image, label))
+    if added:
+        features = Features({"image": Image(), "label": ClassLabel(names=names)})
+        extra = Dataset.from_dict({"image": [img for img, _ in added], "label": [names.index(lb) for _, lb in added]},
+                                  features=features)
+        train = concatenate_datasets([train.select_columns(["image", "label"]).cast(features), extra])
+    report = {"dataset": feedback_id, "received": len(rows), "added": len(added) + len(neither),
+              "added_to_train": len(added), "neither": len(neither),
+              "refused": sum(refused.values()), "reasons": dict(refused), "refused_rows": refused_files}
+    return train, [img for img, _ in neither], report

@@ -1,0 +1,60 @@
+"""Which training images are probably mislabelled? Confident learning (Northcutt et al. 2021) via cleanlab.
+
+It needs, for every training image, class probabilities from a model that never saw that image:
+the out-of-fold heads of training/head.py give exactly that, on the cached features, for free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHOWN = 20  # suspects listed in the report and the card
+
+
+def out_of_fold_probabilities(logits: torch.Tensor, image_index: torch.Tensor, images: int) -> np.ndarray:
+    """(images, C): the softmax of each image's out-of-fold logits, averaged over its views."""
+    probs = torch.zeros(images, logits.shape[1])
+    counts = torch.zeros(images, 1)
+    probs.index_add_(0, image_index, logits.softmax(-1))
+    counts.index_add_(0, image_index, torch.ones(len(image_index), 1))
+    return (probs / counts.clamp(min=1)).numpy()
+
+
+def find_suspects(probs: np.ndarray, labels: np.ndarray, files: list[str], class_names: list[str],
+                  shown: int = SHOWN) -> dict:
+    """The ``shown`` images with the lowest label quality, and how many confident learning flags in all."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    if len(labels) == 0 or len(set(labels.tolist())) < 2:
+        return {"flagged": 0, "suspects": [], "method": "not run: too few labelled images"}
+    flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate").nonzero()[0].tolist())
+    quality = get_label_quality_scores(labels, probs, method="self_confidence")
+    suspects = [{"index": int(i), "file": files[i], "label": class_names[labels[i]],
+                 "suggested": class_names[int(probs[i].argmax())], "label_quality": round(float(quality[i]), 4),
+                 "flagged": i in flagged} for i in np.argsort(quality, kind="stable")[:shown]]
+    return {"flagged": len(flagged), "suspects": suspects,
+            "method": "cleanlab find_label_issues (prune_by_noise_rate) on 5-fold out-of-fold probabilities; "
+                      "ranked by self-confidence"}
+
+
+def save_thumbnails(images: list, suspects: list[dict], path: Path, columns: int = 5) -> None:
+    """A grid of the suspects with their given and suggested labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(suspects) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), dpi=80, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, suspect, image in zip(axes.flat, suspects, images, strict=False):
+        axis.imshow(image.convert("RGB"))
+        axis.set_title(f"{Path(suspect['file']).name}\n{suspect['label']} → {suspect['suggested']}?", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
