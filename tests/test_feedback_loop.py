@@ -153,3 +153,27 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset):
     found = find_suspects(probs, labels.numpy(), train["file"], ["alien", "predator"])
     top = {s["index"] for s in found["suspects"]}
     assert len(set(flipped.tolist()) & top) >= 7, (sorted(flipped.tolist()), sorted(top))
+
+
+def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_path):
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+
+    from training.publish_model import render_card
+    from training.train import TrainArguments, train
+
+    images = [Image.open(DATA_DIR / "train" / "alien" / "200.jpg").convert("RGB").rotate(90),
+              Image.new("RGB", (80, 80), (240, 240, 0))]
+    features = Features({"image": ImageFeature(), "label": Value("string")})
+    Dataset.from_dict({"image": images, "label": ["alien", "neither"]}, features=features) \
+        .push_to_hub("demo/avp-feedback-train", private=True)
+    args = TrainArguments(dataset=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
+                          max_train_samples=48, augmented_views=1, epochs=2, torch_compile="no",
+                          feedback_dataset="demo/avp-feedback-train", output_dir=str(tmp_path / "run"))
+    results = train(args)
+    assert results["feedback"]["received"] == 2 and results["feedback"]["added_to_train"] == 1
+    assert results["feedback"]["neither"] == 1 and results["ood"]["ood_images"] == 83  # the "neither" joins the set
+    assert results["train_images"] == 44  # 43 after the holdout, plus the correction
+    assert len(results["mislabels"]["suspects"]) == 20 and (tmp_path / "run" / "suspects.png").is_file()
+    card = str(render_card(results, args, "demo/x"))
+    assert "Feedback (demo/avp-feedback-train): 2 received, 2 added (1 to train" in card

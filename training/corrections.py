@@ -35,7 +35,7 @@ def fingerprints(split: Dataset) -> tuple[set[str], np.ndarray, list[str]]:
         exact, near = fingerprint(image.convert("RGB"))
         pixels.add(exact)
         hashes.append(near)
-    files = split["file"] if "file" in split.column_names else [str(i) for i in range(len(split))]
+    files = list(split["file"]) if "file" in split.column_names else [str(i) for i in range(len(split))]
     return pixels, np.stack(hashes) if hashes else np.zeros((0, 64), bool), files
 
 

@@ -151,7 +151,8 @@ def train(args: TrainArguments) -> dict:
         train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
     train_split, holdout = holdout_split(train_split, args.holdout_fraction, args.seed)
     validation = dataset["validation"]
-    files = train_split["file"] if "file" in train_split.column_names else [str(i) for i in range(len(train_split))]
+    files = (list(train_split["file"]) if "file" in train_split.column_names
+             else [str(i) for i in range(len(train_split))])
     feedback, neither = None, []
     if args.feedback_dataset:  # after the holdout split: corrections join train only
         train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation)
