@@ -177,3 +177,21 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
     assert len(results["mislabels"]["suspects"]) == 20 and (tmp_path / "run" / "suspects.png").is_file()
     card = str(render_card(results, args, "demo/x"))
     assert "Feedback (demo/avp-feedback-train): 2 received, 2 added (1 to train" in card
+
+
+def test_drop_suspects_trains_without_them_and_reports_both(hub_dataset, tmp_path):
+    from training.publish_model import render_card
+    from training.train import TrainArguments, train
+
+    args = TrainArguments(dataset=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
+                          max_train_samples=60, augmented_views=1, epochs=2, torch_compile="no", drop_suspects=True,
+                          output_dir=str(tmp_path / "run"))
+    results = train(args)
+    mislabels = results["mislabels"]
+    comparison = mislabels["comparison"]
+    assert 0 <= comparison["validation_accuracy_kept"] <= 1 and 0 <= comparison["validation_accuracy_dropped"] <= 1
+    images = results["train_images"]
+    assert len(mislabels["flagged_indices"]) == mislabels["flagged"] > 0
+    assert results["bank_size"] == 3 * (images - mislabels["flagged"])  # every view of a flagged image left out
+    card = str(render_card(results, args, "demo/x"))
+    assert "trained **without** the" in card and "left out of training" in card

@@ -72,6 +72,19 @@ def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: in
     return optimizer, scheduler
 
 
+def fit_plain_head(linear: nn.Linear, features: torch.Tensor, labels: torch.Tensor, accelerator, args,
+                   seed: int) -> StandardizedHead:
+    """A head trained with the final head's recipe for ``args.epochs`` (no checkpoints, no selection), in eval mode."""
+    torch.manual_seed(seed)
+    head = StandardizedHead(copy.deepcopy(linear), features.mean(0), features.std(0) + 1e-6)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(features, labels),
+                                         batch_size=args.batch_size, shuffle=True)
+    optimizer, scheduler = head_optimizer(head, len(loader), args)
+    for _ in range(args.epochs):
+        train_one_epoch(head, loader, optimizer, scheduler, accelerator, args)
+    return head.eval()
+
+
 def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch.Tensor, images: int,
                        plain_views: int, accelerator, args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, labels, image index) of the train images' plain views, each from a head that never saw that image.
@@ -92,15 +105,8 @@ def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch
         held = torch.zeros(images, dtype=torch.bool)
         held[torch.from_numpy(held_out)] = True
         rows = ~held[image_of_row]
-        torch.manual_seed(args.seed * 100 + fold)
-        head = StandardizedHead(copy.deepcopy(linear), bank[rows].mean(0), bank[rows].std(0) + 1e-6)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(bank[rows], bank_labels[rows]),
-                                             batch_size=args.batch_size, shuffle=True)
-        optimizer, scheduler = head_optimizer(head, len(loader), args)
-        for _ in range(args.epochs):
-            train_one_epoch(head, loader, optimizer, scheduler, accelerator, args)
+        head = fit_plain_head(linear, bank[rows], bank_labels[rows], accelerator, args, seed=args.seed * 100 + fold)
         plain_rows = torch.cat([view * images + torch.from_numpy(held_out) for view in range(plain_views)])
-        head.eval()
         with torch.no_grad():
             logits.append(head(bank[plain_rows]))
         labels.append(bank_labels[plain_rows])

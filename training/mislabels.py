@@ -30,15 +30,36 @@ def find_suspects(probs: np.ndarray, labels: np.ndarray, files: list[str], class
     from cleanlab.rank import get_label_quality_scores
 
     if len(labels) == 0 or len(set(labels.tolist())) < 2:
-        return {"flagged": 0, "suspects": [], "method": "not run: too few labelled images"}
+        return {"flagged": 0, "flagged_indices": [], "suspects": [], "method": "not run: too few labelled images"}
     flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate").nonzero()[0].tolist())
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     suspects = [{"index": int(i), "file": files[i], "label": class_names[labels[i]],
                  "suggested": class_names[int(probs[i].argmax())], "label_quality": round(float(quality[i]), 4),
                  "flagged": i in flagged} for i in np.argsort(quality, kind="stable")[:shown]]
-    return {"flagged": len(flagged), "suspects": suspects,
+    return {"flagged": len(flagged), "flagged_indices": sorted(flagged), "suspects": suspects,
             "method": "cleanlab find_label_issues (prune_by_noise_rate) on 5-fold out-of-fold probabilities; "
                       "ranked by self-confidence"}
+
+
+def flagged_rows(flagged: list[int], images: int, rows: int) -> torch.Tensor:
+    """A mask over the bank's rows (row r shows image r % images): True for every view of a flagged image."""
+    marked = torch.zeros(images, dtype=torch.bool)
+    marked[torch.tensor(flagged, dtype=torch.long)] = True
+    return marked[torch.arange(rows) % images]
+
+
+def compare_dropping(linear, bank: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, validation: torch.Tensor,
+                     validation_labels: torch.Tensor, accelerator, args) -> dict:
+    """Validation accuracy of the head recipe trained with and without the flagged images, side by side."""
+    from .head import fit_plain_head
+
+    accuracy = {}
+    for name, rows in (("kept", torch.ones_like(keep)), ("dropped", keep)):
+        head = fit_plain_head(linear, bank[rows], labels[rows], accelerator, args, seed=args.seed)
+        with torch.no_grad():
+            accuracy[name] = float((head(validation).argmax(-1) == validation_labels).float().mean())
+    return {"validation_accuracy_kept": accuracy["kept"], "validation_accuracy_dropped": accuracy["dropped"],
+            "recipe": f"{args.epochs} head epochs, last epoch, no test-time augmentation, all validation"}
 
 
 def save_thumbnails(images: list, suspects: list[dict], path: Path, columns: int = 5) -> None:

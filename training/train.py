@@ -43,7 +43,7 @@ from .extractor import (
 )
 from .head import StandardizedHead, head_optimizer, out_of_fold_logits, predict_proba, train_one_epoch
 from .metrics import classification_report, save_confusion_matrix
-from .mislabels import find_suspects, out_of_fold_probabilities, save_thumbnails
+from .mislabels import compare_dropping, find_suspects, flagged_rows, out_of_fold_probabilities, save_thumbnails
 from .model import DEFAULT_BACKBONE, build_model, data_config
 from .ood_set import OODImage, describe, ood_images
 from .runinfo import peak_rss_mib, run_info
@@ -83,6 +83,9 @@ class TrainArguments:
     push_to_hub: str | None = field(default=None, metadata={"help": "model repo id to push to"})
     private: bool = False
     study_dir: str = field(default="outputs/study", metadata={"help": "training.study output to put in the card"})
+    drop_suspects: bool = field(default=False, metadata={
+        "help": "leave out the training images confident learning flags as mislabelled (the card then shows "
+                "validation accuracy with and without them)"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
 
@@ -181,6 +184,19 @@ def train(args: TrainArguments) -> dict:
     del extractor
     extract_seconds = time.time() - started
 
+    # Every training image scored by heads that never saw it: for calibration and the mislabel finder.
+    plain = 2 * len(train_split)  # the bank starts with the un-augmented images and their mirrors
+    fold_logits, fold_labels, fold_images = out_of_fold_logits(model.get_classifier(), bank, bank_labels,
+                                                               len(train_split), 2, accelerator, args)
+    mislabels = find_suspects(out_of_fold_probabilities(fold_logits, fold_images, len(train_split)),
+                              np.asarray(train_split["label"]), files, class_names)
+    plain_bank, plain_labels = bank[:plain], bank_labels[:plain]  # OOD statistics see every training image
+    if args.drop_suspects:
+        keep = ~flagged_rows(mislabels["flagged_indices"], len(train_split), len(bank))
+        mislabels["comparison"] = compare_dropping(model.get_classifier(), bank, bank_labels, keep, val_features[0],
+                                                   val_labels, accelerator, args)
+        bank, bank_labels = bank[keep], bank_labels[keep]
+
     head = StandardizedHead(model.get_classifier(), bank.mean(0), bank.std(0) + 1e-6)
     bank_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(bank, bank_labels),
                                               batch_size=args.batch_size, shuffle=True)
@@ -206,15 +222,10 @@ def train(args: TrainArguments) -> dict:
     head = accelerator.unwrap_model(head)
     head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
     linear = head.fold()  # the saved model is a plain timm model: the scaling now lives in its head
-    plain = 2 * len(train_split)  # the bank starts with the un-augmented images and their mirrors
-    fold_logits, fold_labels, fold_images = out_of_fold_logits(linear, bank, bank_labels, len(train_split), 2,
-                                                               accelerator, args)
-    mislabels = find_suspects(out_of_fold_probabilities(fold_logits, fold_images, len(train_split)),
-                              np.asarray(train_split["label"]), files, class_names)
     calibration = calibrate(linear, holdout_features, holdout_labels, fold_logits, fold_labels, val_features[0],
                             val_labels, output_dir)
     ood_report, ood_config, ood_statistics = fit_ood(
-        linear, bank[:plain], bank_labels[:plain], holdout_features.flatten(0, 1), val_features[0], val_labels,
+        linear, plain_bank, plain_labels, holdout_features.flatten(0, 1), val_features[0], val_labels,
         ood_features, [item.part for item in ood_set], len(class_names), args.seed)
     ood_report["ood_set"] = describe(ood_set)
     results = evaluate_validation(linear, val_features, val_labels, validation, args.flip_tta, class_names)
