@@ -92,21 +92,32 @@ class Classifier:
                                                     enabled=self.dtype is not None):
             return self.model.forward_features(x).float()
 
+    def decide(self, pooled: torch.Tensor) -> list[Prediction]:
+        """Pooled features (N, D) -> one Prediction each (no CAM): calibrated probabilities and the OOD verdict."""
+        with torch.inference_mode():
+            logits = self.model.get_classifier()(pooled)
+            scores = (ood_score(self.ood["method"], pooled, logits, self.ood_statistics, k=self.ood.get("k", 5))
+                      if self.ood is not None else [None] * len(pooled))
+        threshold = float(self.ood["threshold"]) if self.ood is not None else None
+        predictions = []
+        for probs, score in zip(logits.softmax(-1), scores, strict=True):
+            label = self.labels[int(probs.argmax())]
+            if score is not None and float(score) > threshold:
+                label = NEITHER
+            predictions.append(Prediction(label, {name: float(p) for name, p in zip(self.labels, probs, strict=True)},
+                                          None if score is None else float(score), threshold, None))
+        return predictions
+
     def predict(self, image: Image.Image, method: str | None = "CAM") -> Prediction:
         """Calibrated class probabilities, the OOD verdict, and the CAM for the top class (``method=None``: none)."""
         feature_map = self.features(image)
         with torch.inference_mode():
             pooled = self.model.forward_head(feature_map, pre_logits=True)
-            logits = self.model.get_classifier()(pooled)
-        probs = logits.softmax(-1)[0]
-        confidences = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
-        label, score, threshold = self.labels[int(probs.argmax())], None, None
-        if self.ood is not None:
-            score = float(ood_score(self.ood["method"], pooled, logits, self.ood_statistics, k=self.ood.get("k", 5)))
-            threshold = float(self.ood["threshold"])
-            label = NEITHER if score > threshold else label
-        cam = None if method is None else self.cam(feature_map, int(probs.argmax()), method)
-        return Prediction(label, confidences, score, threshold, cam)
+        prediction = self.decide(pooled)[0]
+        if method is not None:
+            top = max(prediction.confidences, key=prediction.confidences.get)
+            prediction.cam = self.cam(feature_map, self.labels.index(top), method)
+        return prediction
 
     def cam(self, feature_map: torch.Tensor, target: int, method: str) -> np.ndarray:
         return class_activation_map(self.model, feature_map, target, method)

@@ -9,24 +9,18 @@ choosing the OOD method, not a class.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections import Counter
 
-import imagehash
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, concatenate_datasets, load_dataset
 from datasets.data_files import EmptyDatasetError
 
 from .errors import hub_errors
-from .images import BadImageError, decode_image
+from .images import NEAR_DUPLICATE_BITS as NEAR
+from .images import BadImageError, decode_image, fingerprint
 
 NEITHER = "neither"
-NEAR = 8  # pHash Hamming distance (of 64 bits), as the dataset's own duplicate check
-
-
-def fingerprint(image) -> tuple[str, np.ndarray]:
-    return hashlib.sha256(image.tobytes()).hexdigest(), imagehash.phash(image).hash.flatten()
 
 
 def fingerprints(split: Dataset) -> tuple[set[str], np.ndarray, list[str]]:

@@ -10,19 +10,17 @@ train and validation. Validation rows that duplicate a training image get ``leak
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imagehash
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from .errors import UserError
-from .images import BadImageError, is_hidden, read_image
+from .images import NEAR_DUPLICATE_BITS, BadImageError, fingerprint, is_hidden, read_image
 
 SPLITS = ("train", "validation")
 
@@ -34,7 +32,8 @@ class DatasetArguments:
     private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
     skip_bad_files: bool = field(default=False, metadata={"help": "leave out unreadable files (listed in the report)"})
     output_dir: str = field(default="outputs/dataset", metadata={"help": "where report.json and the grid go"})
-    near_duplicate_threshold: int = field(default=8, metadata={"help": "max pHash Hamming distance (of 64 bits)"})
+    near_duplicate_threshold: int = field(default=NEAR_DUPLICATE_BITS,
+                                          metadata={"help": "max pHash Hamming distance (of 64 bits)"})
 
 
 @dataclass
@@ -89,9 +88,9 @@ def load_record(path: Path, data_dir: Path) -> Record:
         image.save(buffer, format="PNG")
         data = buffer.getvalue()
     rel = path.relative_to(data_dir)
+    pixel_sha256, phash = fingerprint(image)
     return Record(split=rel.parts[0], label=rel.parts[1], file=rel.as_posix(), image_bytes=data, format=fmt,
-                  size=image.size, pixel_sha256=hashlib.sha256(image.tobytes()).hexdigest(),
-                  phash=imagehash.phash(image).hash.flatten())
+                  size=image.size, pixel_sha256=pixel_sha256, phash=phash)
 
 
 def find_duplicates(records: list[Record], threshold: int) -> dict:

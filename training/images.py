@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
 
+import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Far above any photo in this task, far below what exhausts memory (Pillow's own cap is ~179 MP).
 MAX_PIXELS = 40_000_000
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+NEAR_DUPLICATE_BITS = 8  # pHash Hamming distance (of 64 bits) at or below which two images are near duplicates
 
 
 class BadImageError(ValueError):
@@ -38,6 +41,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
+
+
+def fingerprint(image: Image.Image) -> tuple[str, np.ndarray]:
+    """(sha256 of the decoded pixels: exact duplicates, 64-bit pHash: near duplicates) of an RGB image."""
+    return hashlib.sha256(image.tobytes()).hexdigest(), imagehash.phash(image).hash.flatten()
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .head import fit_plain_head
+
 SHOWN = 20  # suspects listed in the report and the card
 
 
@@ -51,8 +53,6 @@ def flagged_rows(flagged: list[int], images: int, rows: int) -> torch.Tensor:
 def compare_dropping(linear, bank: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, validation: torch.Tensor,
                      validation_labels: torch.Tensor, accelerator, args) -> dict:
     """Validation accuracy of the head recipe trained with and without the flagged images, side by side."""
-    from .head import fit_plain_head
-
     accuracy = {}
     for name, rows in (("kept", torch.ones_like(keep)), ("dropped", keep)):
         head = fit_plain_head(linear, bank[rows], labels[rows], accelerator, args, seed=args.seed)

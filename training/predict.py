@@ -62,39 +62,29 @@ def load_classifier(args: PredictArguments):
 
 def predict_files(classifier, files: list[Path], batch_size: int, precision: str = "no") -> list[dict]:
     """One dict per file, in order; decoding errors become rows, never exceptions."""
-    from ood import ood_score
-
     extractor = feature_extractor(classifier.model, precision)
-    head = classifier.model.get_classifier()
     rows: list[dict] = []
     progress = tqdm(total=len(files), desc="images", unit="img")
     for start in range(0, len(files), batch_size):
-        batch, pixels = files[start:start + batch_size], []
-        for path in batch:
+        decoded, pixels = [], []
+        for path in files[start:start + batch_size]:
             row = {"file": str(path), "label": "", "error": ""}
             try:
                 image, _, _ = read_image(path)
                 pixels.append(classifier.transform(image))
-                row["_ok"] = True
+                decoded.append(row)
             except BadImageError as e:
                 row["error"] = str(e)
             rows.append(row)
-        ok = [r for r in rows[start:] if r.pop("_ok", False)]
-        if ok:
+        if decoded:
             with torch.inference_mode():
                 pooled = extractor(torch.stack(pixels))
-                logits = head(pooled)
-            probs = logits.softmax(-1)
-            scores = (ood_score(classifier.ood["method"], pooled, logits, classifier.ood_statistics,
-                                k=classifier.ood.get("k", 5)) if classifier.ood else [None] * len(ok))
-            for row, p, score in zip(ok, probs, scores, strict=True):
-                label = classifier.labels[int(p.argmax())]
-                if score is not None:
-                    row.update(ood_score=round(float(score), 6), threshold=classifier.ood["threshold"])
-                    label = "neither" if float(score) > classifier.ood["threshold"] else label
-                row["label"] = label
-                row.update({f"p_{name}": round(float(v), 6) for name, v in zip(classifier.labels, p, strict=True)})
-        progress.update(len(batch))
+            for row, prediction in zip(decoded, classifier.decide(pooled), strict=True):  # the Space's own verdict
+                row["label"] = prediction.label
+                row.update({f"p_{name}": round(p, 6) for name, p in prediction.confidences.items()})
+                if prediction.ood_score is not None:
+                    row.update(ood_score=round(prediction.ood_score, 6), threshold=prediction.threshold)
+        progress.update(len(files[start:start + batch_size]))
     progress.close()
     return rows
 
