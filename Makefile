@@ -6,6 +6,9 @@ HUB_PORT ?= 8765
 HUB_DIR ?= .hub
 DATA_DIR ?= ../shared/data/alien-vs-predator
 WEIGHTS_DIR ?= ../shared/weights
+# Another folder: make demo DATA_DIR=path/to/leaves NAME=leaves DEMO_ARGS='--title Leaves'; then make space NAME=leaves.
+NAME ?= alien-vs-predator
+DEMO_ARGS ?= $(if $(wildcard demo/$(NAME).args),@demo/$(NAME).args)
 # The Hub cache does not key on the endpoint: keep the local Hub's downloads apart from huggingface.co's.
 HF_HOME_LOCAL = $(CURDIR)/.cache/localhub-hf
 HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$${LOCALHUB_TOKEN:-$$(cat $(abspath $(HUB_DIR))/token)} \
@@ -27,25 +30,25 @@ hub-stop: venv
 
 demo: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
-	$(HUB_ENV) $(PY) -m training.demo --data_dir $(DATA_DIR) --weights_dir $(WEIGHTS_DIR)
+	$(HUB_ENV) $(PY) -m training.demo --data_dir $(DATA_DIR) --weights_dir $(WEIGHTS_DIR) --name $(NAME) $(DEMO_ARGS)
 	@echo "local Hub still running at http://127.0.0.1:$(HUB_PORT) (make hub prints its exports; make hub-stop ends it)"
 
 # Serve the published Space from the local Hub's copy, as a visitor would get it.
 space: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	rm -rf .cache/space && $(HUB_ENV) $(PY) -c "from huggingface_hub import snapshot_download; \
-		snapshot_download('demo/alien-vs-predator', repo_type='space', local_dir='.cache/space')"
+		snapshot_download('demo/$(NAME)', repo_type='space', local_dir='.cache/space')"
 	cd .cache/space && $(HUB_ENV) GRADIO_SERVER_NAME=127.0.0.1 ../../$(PY) app.py
 
 # The seed's augmentation study (about 10 minutes on 2 cores); `make demo` then puts it in the card.
 study: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
-	$(HUB_ENV) $(PY) -m training.study --dataset demo/alien-vs-predator
+	$(HUB_ENV) $(PY) -m training.study --dataset_id demo/$(NAME)
 
 retrain: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
-	$(HUB_ENV) $(PY) -m training.retrain --dataset_id demo/alien-vs-predator \
-		--model_id demo/alien-vs-predator-classifier --space_id demo/alien-vs-predator $(ARGS)
+	$(HUB_ENV) $(PY) -m training.retrain --dataset_id demo/$(NAME) \
+		--model_id demo/$(NAME)-classifier --space_id demo/$(NAME) $(ARGS)
 
 # Every benchmark, one at a time (about 15 minutes); run `make demo` first: the time-to-accuracy
 # benchmark reads its dataset from the local Hub and the inference one its model. See BENCHMARKS.md.

@@ -15,7 +15,7 @@ LITE0_HUB = "hf-hub:timm/tf_efficientnet_lite0.in1k"  # the same weights, mirror
 
 def machine() -> str:
     sys.path.insert(0, str(ROOT))
-    from training.runinfo import run_info
+    from training.pipeline.runinfo import run_info
 
     info = run_info()
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k in ("torch", "timm", "gradio"))

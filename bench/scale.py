@@ -1,34 +1,105 @@
 """Cost vs work: forward throughput at batch 1..128, feature-pass time with the data replicated
-1x/4x/16x (should be linear), peak RSS, and a paper estimate for 1 M images on bigger hardware.
+1x/4x/16x (should be linear), the head's training from the on-disk feature bank at 1x/4x/16x
+(peak RSS should stay flat, epoch time linear; beside it, the same bank held in memory), and a
+paper estimate for 1 M images on bigger hardware.
 
-    python -m bench.scale [--quick]
+    python -m bench.scale [--quick] [--bank_only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from datasets import concatenate_datasets
 
 from bench.common import LITE0, machine, real_images, table
-from training.data import make_loader
-from training.extractor import feature_extractor, keep_freed_memory
-from training.model import build_model, data_config
-from training.runinfo import peak_rss_mib
-from training.train import backbone_features
+from training.pipeline.data import make_loader
+from training.pipeline.extractor import feature_extractor, keep_freed_memory
+from training.pipeline.features import split_features
+from training.pipeline.model import build_model, data_config
+from training.pipeline.runinfo import peak_rss_mib
 
 A100_BF16_TFLOPS = 312  # dense peak from NVIDIA's data sheet
 A100_EFFICIENCY = 0.1  # assumed for a depthwise-heavy convnet (memory-bound); an optimistic guess, not measured
 LITE0_GFLOP = 0.8  # per image at 224 (2 x 0.4 GMAC); `python -m bench.roofline --backbone tf_efficientnet_lite0`
+BANK_ROWS = 5_000  # 1x: the shared data's train split (625 images) x 8 views
+BANK_DIM = 1280  # Lite0's pooled features
+
+
+def head_epoch(rows: int, mode: str, folder: Path) -> dict:
+    """One head epoch over a synthetic bank of ``rows`` rows, kept on disk (as training does) or in memory
+    (as it did); run in a fresh process so that its peak RSS is its own."""
+    from training.pipeline.features import FeatureBank, _NpyWriter, bank_loader
+
+    classes = 2
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, classes, (rows,), generator=generator)
+    writer = _NpyWriter(folder / "view_000.npy", rows)
+    for start in range(0, rows, 4096):  # written as computed, as training does
+        writer.append(torch.randn(min(4096, rows - start), BANK_DIM, generator=generator).numpy())
+    writer.close()
+    bank = FeatureBank([folder / "view_000.npy"], labels)
+    index = torch.arange(rows)
+    if mode == "memory":
+        features = bank.rows(index)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(features, labels), batch_size=64,
+                                             shuffle=True, drop_last=True)
+    else:
+        loader = bank_loader(bank, index, 64)
+    mean, std = bank.mean_std(index)
+    head = torch.nn.Linear(BANK_DIM, classes)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(head((x - mean) / std), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"rows": rows, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}
+
+
+def bank_table(factors: tuple[int, ...], base_rows: int) -> None:
+    results = {}
+    for mode in ("disk", "memory"):
+        for factor in factors:
+            with tempfile.TemporaryDirectory() as folder:
+                out = subprocess.run([sys.executable, "-m", "bench.scale", "--child", str(base_rows * factor), mode,
+                                      folder],
+                                     capture_output=True, text=True, check=True)
+            results[mode, factor] = json.loads(out.stdout.splitlines()[-1])
+    rows, first = [], results["disk", factors[0]]
+    for factor in factors:
+        disk, memory = results["disk", factor], results["memory", factor]
+        rows.append([f"{factor}x", disk["rows"], f"{disk['rows'] * BANK_DIM * 4 / 2**20:.0f}",
+                     disk["peak_rss_mib"], f"{disk['peak_rss_mib'] / first['peak_rss_mib']:.2f}",
+                     f"{disk['seconds']:.2f}", f"{disk['seconds'] / (first['seconds'] * factor):.2f}",
+                     memory["peak_rss_mib"], f"{memory['seconds']:.2f}"])
+    print(f"head epoch from the feature bank (D = {BANK_DIM}, batch 64; each row a fresh process):")
+    print(table(rows, ["replicated", "rows", "bank MiB", "disk: peak RSS MiB", "÷ 1x", "epoch s", "÷ linear",
+                       "memory: peak RSS MiB", "epoch s"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--bank_only", action="store_true", help="only the feature-bank table")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        rows, mode, folder = args.child
+        print(json.dumps(head_epoch(int(rows), mode, Path(folder))))
+        return
+    bank_table((1, 4), 1000) if args.quick else bank_table((1, 4, 16), BANK_ROWS)
+    if args.bank_only:
+        return
     keep_freed_memory()  # as training.train does
     model = build_model(LITE0, 2, pretrained=True)
     extractor = feature_extractor(model, "no")
@@ -56,7 +127,7 @@ def main() -> None:
         data = concatenate_datasets([base] * factor)
         loader = make_loader(data, "base", config, True, 32)
         start = time.perf_counter()
-        backbone_features(extractor, loader, accelerator)
+        split_features(extractor, loader, accelerator)
         timing.append((factor, len(data), time.perf_counter() - start))
     per_image = timing[0][2] / timing[0][1]
     print("feature passes (decode + base augmentation + compiled fp32 forward), batch 32:")

@@ -1,6 +1,6 @@
 """Time to accuracy: wall time from the Hub dataset to >= 0.97 validation accuracy, ours vs a plain loop.
 
-    python -m bench.time_to_accuracy [--dataset demo/alien-vs-predator] [--backbone ID] [--quick]
+    python -m bench.time_to_accuracy [--dataset_id demo/alien-vs-predator] [--backbone ID] [--quick]
 
 Needs the dataset on the Hub that HF_ENDPOINT names (``make demo`` puts it there; ``make bench``
 runs every benchmark). Each side runs in a fresh process of its own with an empty Hugging Face cache,
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.common import LITE0_HUB, ROOT, machine, table
-from training.runinfo import peak_rss_mib
+from training.pipeline.runinfo import peak_rss_mib
 
 TARGET = 0.97
 
@@ -36,11 +36,11 @@ def baseline(args: argparse.Namespace) -> None:
     import torch
 
     from bench.train_throughput import plain_loop
-    from training.data import load_splits, make_loader
-    from training.model import build_model, data_config
+    from training.pipeline.data import load_splits, make_loader
+    from training.pipeline.model import build_model, data_config
 
     torch.manual_seed(args.seed)
-    dataset = load_splits(args.dataset)
+    dataset = load_splits(args.dataset_id)
     train = dataset["train"]
     if args.max_train_samples:
         train = train.shuffle(seed=args.seed).select(range(args.max_train_samples))
@@ -75,7 +75,7 @@ def run(command: list[str]) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="demo/alien-vs-predator")
+    parser.add_argument("--dataset_id", default="demo/alien-vs-predator")
     parser.add_argument("--backbone", default=LITE0_HUB)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max_epochs", type=int, default=10, help="the baseline's budget")
@@ -89,7 +89,7 @@ def main() -> None:
     if args.role == "baseline":
         return baseline(args)
 
-    common = ["--dataset", args.dataset, "--backbone", args.backbone, "--seed", str(args.seed)]
+    common = ["--dataset_id", args.dataset_id, "--backbone", args.backbone, "--seed", str(args.seed)]
     if args.max_train_samples:
         common += ["--max_train_samples", str(args.max_train_samples)]
     with tempfile.TemporaryDirectory() as output_dir:
@@ -109,7 +109,7 @@ def main() -> None:
             [f"plain fp32 loop, {len(epochs)} epochs", f"{best['accuracy']:.3f} (epoch {best['epoch'] + 1})",
              f"{reached['seconds']:.0f}" if reached else "not reached", f"{epochs[-1]['seconds']:.0f}",
              max(e["peak_rss_mib"] for e in epochs)]]
-    print(f"time to validation accuracy >= {TARGET} from the Hub dataset {args.dataset}; "
+    print(f"time to validation accuracy >= {TARGET} from the Hub dataset {args.dataset_id}; "
           f"{args.backbone.split('/')[-1]}, seed {args.seed}; {machine()}")
     print(table(rows, ["loop", "validation accuracy", f"s to >= {TARGET}", "s in all", "peak RSS MiB"]))
     print(f"ours: {ours['mixed_precision']} (measured img/s {ours['precision_probe_images_per_s']}), "

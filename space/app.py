@@ -6,15 +6,23 @@ import contextlib
 import glob
 import hashlib
 import io
+import json
 import logging
 import os
+import sys
 import tempfile
 
-import gradio as gr
+if __name__ == "__main__":  # the Space's own process (importing app for tests changes nothing global):
+    # Triton is a GPU kernel compiler this CPU Space never uses, yet torchvision's import (via
+    # torch._dynamo) loads it when installed (tens of MB of RSS). A None entry makes it "not installed".
+    sys.modules.setdefault("triton", None)
+
+import gradio as gr  # noqa: E402
 import inference
 from feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
 from image_io import MAX_FILE_BYTES, BadImage, load_upload
-from inference import CAM_METHODS, get_classifier, model_id, overlay
+from inference import CAM_METHODS, get_classifier, model_id, overlay  # noqa: E402
+from texts import page_title  # noqa: E402
 
 logger = logging.getLogger("avp-space")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -156,15 +164,22 @@ def about(classifier: inference.Classifier) -> str:
             f"unusual styles may be misread. Model: `{model_id()}` (revision `{(classifier.revision or '')[:12]}`).")
 
 
+def page_text(labels: list[str]) -> dict:
+    """Title and description from ``space.json`` (written when the Space was published), else from the labels."""
+    path = os.path.join(HERE, "space.json")
+    saved = json.loads(open(path, encoding="utf-8").read()) if os.path.isfile(path) else {}
+    return {"title": saved.get("title") or page_title(labels), "description": saved.get("description")}
+
+
 def build_demo() -> gr.Blocks:
     classifier = get_classifier()
     examples_dir = os.path.join(HERE, "examples")
     examples = sorted(os.path.join(examples_dir, f) for f in os.listdir(examples_dir)) \
         if os.path.isdir(examples_dir) else []
-    title = " vs. ".join(name.title() for name in classifier.labels) if len(classifier.labels) <= 3 else "Classifier"
-    with gr.Blocks(title=title, delete_cache=(60, 600)) as demo:
-        gr.Markdown(f"# {title}\nUpload a picture: the model says what it shows, how sure it is and — in the "
-                    f"heatmap — where it looked.\n\n{about(classifier)}")
+    text = page_text(classifier.labels)
+    with gr.Blocks(title=text["title"], delete_cache=(60, 600)) as demo:
+        gr.Markdown(f"# {text['title']}\n{text['description'] or ''}\n\nUpload a picture: the model says what it "
+                    f"shows, how sure it is and — in the heatmap — where it looked.\n\n{about(classifier)}")
         with gr.Row():
             with gr.Column():
                 image = upload_input(label="Picture", sources=["upload", "clipboard"])

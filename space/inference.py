@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 
-# Triton is a GPU kernel compiler this CPU Space never uses, yet torchvision's import (via
-# torch._dynamo) loads it when installed: 76 MB of RSS. A None entry makes it "not installed".
-sys.modules.setdefault("triton", None)
-
-import numpy as np  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: E402, F401
-from ood import ood_score  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import timm
+import torch
+import yaml
+from cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: F401
+from ood import ood_score
+from PIL import Image
+from texts import neither_text
+from torch import nn
 
 NEITHER = "neither"
 
@@ -38,18 +34,10 @@ class Prediction:
     cam: np.ndarray | None  # (H, W) in [0, 1] for the top class, at feature-map resolution
 
 
-def neither_text(labels: list[str]) -> str:
-    """What the page says when the picture shows none of the classes."""
-    if len(labels) == 2:
-        a, b = (f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}" for name in labels)
-        return f"Neither {a} nor {b}"
-    return f"None of the {len(labels)} classes"
-
-
 class Classifier:
-    # fp32 by default: at batch 1 on this 2-core CPU, bf16 autocast measured slower (ResNet50 p50
-    # 78 ms vs 50 ms, bench/inference.py), and a CPU flag does not say which is faster; "bf16" on request.
-    def __init__(self, model: str | nn.Module, precision: str = "fp32", revision: str | None = None,
+    # "no" (fp32, accelerate's name, as in training) by default: at batch 1 bf16 autocast can be slower
+    # on a CPU (BENCHMARKS.md, bench.inference), and a CPU flag does not say which is faster.
+    def __init__(self, model: str | nn.Module, precision: str = "no", revision: str | None = None,
                  ood: dict | None = None, ood_statistics: dict[str, torch.Tensor] | None = None):
         """``model``: a Hub model id (loaded with timm at one pinned revision, with its preprocessing, labels
         and OOD statistics) or a timm model (then ``ood``/``ood_statistics`` as in config.json/ood.safetensors).
@@ -67,8 +55,8 @@ class Classifier:
         names = self.model.pretrained_cfg.get("label_names") or [str(i) for i in range(self.model.num_classes)]
         self.labels = list(names)
         self.ood, self.ood_statistics = (ood, ood_statistics) if ood and ood_statistics is not None else (None, None)
-        if precision not in ("fp32", "no", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        if precision not in ("no", "bf16", "fp32"):  # fp32: the earlier name of "no"
+            raise ValueError(f"precision must be no (fp32) or bf16, got {precision!r}")
         self.dtype = torch.bfloat16 if precision == "bf16" else None
 
     def _load(self, model_id: str, revision: str | None) -> tuple[nn.Module, dict, dict | None]:

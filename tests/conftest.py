@@ -56,7 +56,7 @@ def avp_dataset():
 @pytest.fixture(scope="session")
 def hub_dataset(hub, avp_dataset, tmp_path_factory) -> str:
     """The shared data pushed to the session's Hub; returns its repo id."""
-    from training.publish_dataset import push_dataset
+    from training.publishing.dataset_card import push_dataset
 
     push_dataset(*avp_dataset, "demo/alien-vs-predator", tmp_path_factory.mktemp("dataset"))
     return "demo/alien-vs-predator"
@@ -74,11 +74,11 @@ def lite0(hub) -> str:
 @pytest.fixture(scope="session")
 def trained_model(hub_dataset, lite0, tmp_path_factory):
     """A short real run (mirrored Lite0, a subset of train, all of validation), pushed as demo/avp-model-test."""
-    from training.publish_model import push_model
+    from training.publishing.model_card import push_model
     from training.train import TrainArguments, train
 
     output_dir = tmp_path_factory.mktemp("train")
-    args = TrainArguments(dataset=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
+    args = TrainArguments(dataset_id=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
                           output_dir=str(output_dir))
     results = train(args)
     push_model(output_dir, "demo/avp-model-test", args)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.augment import SMALL_CNN_CONFIG, VARIANTS, batch_transform, build_transform
+from training.pipeline.augment import SMALL_CNN_CONFIG, VARIANTS, batch_transform, build_transform
 
 LITE0_CONFIG = {"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875,
                 "interpolation": "bicubic"}

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.conftest import DATA_DIR, fresh_hf_home, run_module
 from training.dataset import DatasetArguments, build_dataset
-from training.images import decode_image
+from training.pipeline.images import decode_image
 
 REQUIRED_YAML = ("license", "task_categories", "size_categories", "pretty_name", "tags", "dataset_info", "configs")
 
@@ -121,10 +121,10 @@ def test_classes_differ_between_splits(hub, tmp_path):
     _fails_without_push(tmp_path, data, "only in validation ['xenomorph']")
 
 
-def test_missing_split(hub, tmp_path):
+def test_validation_without_train(hub, tmp_path):
     data = _make_folder(tmp_path / "d")
-    shutil.rmtree(data / "validation")
-    _fails_without_push(tmp_path, data, "missing split folder(s) validation")
+    shutil.rmtree(data / "train")
+    _fails_without_push(tmp_path, data, "has validation/ but no train/ folder")
 
 
 def test_hidden_files_are_ignored(tmp_path):

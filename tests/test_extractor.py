@@ -9,8 +9,8 @@ from accelerate import Accelerator
 
 from tests.conftest import ROOT
 from training.errors import UserError
-from training.extractor import choose_precision, compile_pays, cpu_has_bf16, feature_extractor
-from training.model import build_model
+from training.pipeline.extractor import choose_precision, compile_pays, cpu_has_bf16, feature_extractor
+from training.pipeline.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_keep_freed_memory_stops_the_page_faults():
     # In a child process: the setting is process-wide and stays.
     probe = """
 import resource, sys, torch
-from training.extractor import keep_freed_memory
+from training.pipeline.extractor import keep_freed_memory
 def faults_per_round():
     for _ in range(2):  # warm: the heap grows to fit the block (alignment may take a second try)
         torch.empty(64 << 20, dtype=torch.uint8).fill_(1)

@@ -93,7 +93,7 @@ def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
-    from training.corrections import take_in
+    from training.pipeline.corrections import take_in
 
     dataset, _ = avp_dataset
     validation, train = dataset["validation"], dataset["train"].select(range(40))
@@ -114,14 +114,15 @@ def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_
     assert len(neither) == 1
 
 
-def test_mislabel_finder_finds_flipped_labels(avp_dataset):
+def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
     import timm
 
     from tests.conftest import WEIGHTS_DIR
-    from training.augment import build_transform
-    from training.extractor import feature_extractor, image_features
-    from training.head import out_of_fold_logits
-    from training.mislabels import find_suspects, out_of_fold_probabilities
+    from training.pipeline.augment import build_transform
+    from training.pipeline.extractor import feature_extractor, image_features
+    from training.pipeline.features import save_bank
+    from training.pipeline.head import out_of_fold_logits
+    from training.pipeline.mislabels import find_suspects, out_of_fold_probabilities
     from training.train import TrainArguments
 
     dataset, _ = avp_dataset
@@ -136,7 +137,7 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset):
     labels = torch.tensor(train["label"])
     flipped = np.random.default_rng(0).choice(len(train), 10, replace=False)
     labels[flipped] = 1 - labels[flipped]
-    args = TrainArguments(epochs=10, seed=42)
+    args = TrainArguments(dataset_id="unused", epochs=10, seed=42)
 
     class NoAccelerator:  # the fold heads run outside the prepared objects
         def accumulate(self, _):
@@ -147,8 +148,8 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset):
         def backward(self, loss):
             loss.backward()
 
-    logits, _, which = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), features, labels.repeat(2),
-                                          len(train), 2, NoAccelerator(), args)
+    bank = save_bank(tmp_path / "bank", list(features.split(len(train))), labels)
+    logits, _, which = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), bank, NoAccelerator(), args)
     probs = out_of_fold_probabilities(logits, which, len(train))
     found = find_suspects(probs, labels.numpy(), train["file"], ["alien", "predator"])
     top = {s["index"] for s in found["suspects"]}
@@ -159,7 +160,7 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
-    from training.publish_model import render_card
+    from training.publishing.model_card import render_card
     from training.train import TrainArguments, train
 
     images = [Image.open(DATA_DIR / "train" / "alien" / "200.jpg").convert("RGB").rotate(90),
@@ -167,7 +168,7 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
     features = Features({"image": ImageFeature(), "label": Value("string")})
     Dataset.from_dict({"image": images, "label": ["alien", "neither"]}, features=features) \
         .push_to_hub("demo/avp-feedback-train", private=True)
-    args = TrainArguments(dataset=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
+    args = TrainArguments(dataset_id=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
                           max_train_samples=48, augmented_views=1, epochs=2, torch_compile="no",
                           feedback_dataset="demo/avp-feedback-train", output_dir=str(tmp_path / "run"))
     results = train(args)
@@ -180,10 +181,10 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
 
 
 def test_drop_suspects_trains_without_them_and_reports_both(hub_dataset, tmp_path):
-    from training.publish_model import render_card
+    from training.publishing.model_card import render_card
     from training.train import TrainArguments, train
 
-    args = TrainArguments(dataset=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
+    args = TrainArguments(dataset_id=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
                           max_train_samples=60, augmented_views=1, epochs=2, torch_compile="no", drop_suspects=True,
                           output_dir=str(tmp_path / "run"))
     results = train(args)

@@ -28,8 +28,8 @@ def random_resnet50(hub, tmp_path_factory) -> str:
     """A frozen ResNet50 with random weights and a 2-class head, in the model repo layout."""
     from huggingface_hub import HfApi
 
-    from training.model import build_model
-    from training.publish_model import save_model
+    from training.pipeline.model import build_model
+    from training.publishing.model_card import save_model
 
     folder = save_model(build_model("resnet50", 2, pretrained=False), ["alien", "predator"],
                         tmp_path_factory.mktemp("resnet50"))
@@ -298,3 +298,12 @@ def test_real_browser_uploads_an_example_and_sees_label_and_heatmap(app_url, tra
         shutil.copy(shot, ROOT / "outputs" / "space_screenshot.png")  # for a person to look at
     finally:
         driver.quit()
+
+
+def test_importing_the_space_changes_no_global_state():
+    """Only the Space's own process (app.py run as __main__) keeps triton out; an import changes nothing."""
+    code = ("import os, sys; before = dict(os.environ); sys.path.insert(0, 'space'); import app, inference; "
+            "assert sys.modules.get('triton', 'absent') is not None, 'triton blocked by an import'; "
+            "assert dict(os.environ) == before, 'environment changed'; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

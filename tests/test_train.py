@@ -66,7 +66,7 @@ print(json.dumps({{"timm": dict(zip(names, probs)), "pipeline": {{o["label"]: o[
     card = ModelCard.load("demo/avp-model-test")
     data = card.data.to_dict()
     assert data["library_name"] == "timm" and data["pipeline_tag"] == "image-classification"
-    assert data["base_model"] == "timm/tf_efficientnet_lite0.in1k" and data["datasets"] == [args.dataset]
+    assert data["base_model"] == "timm/tf_efficientnet_lite0.in1k" and data["datasets"] == [args.dataset_id]
     metrics = {(r["dataset"]["config"], m["type"]): m["value"]
                for r in data["model-index"][0]["results"] for m in r["metrics"]}
     assert metrics[("all", "accuracy")] == round(results["validation"]["accuracy"], 4)
@@ -76,7 +76,7 @@ print(json.dumps({{"timm": dict(zip(names, probs)), "pipeline": {{o["label"]: o[
 
 
 def _train_command(output_dir, *extra):
-    return [sys.executable, "-m", "training.train", "--dataset", "demo/alien-vs-predator", "--backbone",
+    return [sys.executable, "-m", "training.train", "--dataset_id", "demo/alien-vs-predator", "--backbone",
             "tf_efficientnet_lite0", "--pretrained", "false", "--max_train_samples", "48", "--augmented_views", "3",
             "--epochs", "4", "--output_dir", str(output_dir), *extra]
 
@@ -89,7 +89,7 @@ def test_kill_and_resume_gives_the_same_model(hub_dataset, tmp_path):
     # Killed with SIGKILL while computing the training features, after the second pass was saved.
     process = subprocess.Popen(_train_command(tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
-    marker = tmp_path / "killed" / "checkpoints" / "view_001.safetensors"
+    marker = tmp_path / "killed" / "checkpoints" / "bank" / "view_002_augmented_001.npy"
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -122,20 +122,23 @@ def _assert_same_model(a, b):
 
 
 def test_bad_inputs_get_one_clear_error(hub_dataset, tmp_path):
-    from datasets import ClassLabel, Dataset, DatasetDict, Value
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+    from PIL import Image as PILImage
 
     def fails(*args, env=None):
         result = run_module("training.train", *args, "--output_dir", str(tmp_path / "out"), env=env)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         return result.stderr
 
-    assert "unknown backbone 'resnet5000'" in fails("--dataset", hub_dataset, "--backbone", "resnet5000")
+    assert "unknown backbone 'resnet5000'" in fails("--dataset_id", hub_dataset, "--backbone", "resnet5000")
     plain = Dataset.from_dict({"image": ["a"], "label": [0]}).cast_column("label", Value("int64"))
     DatasetDict({"train": plain, "validation": plain}).save_to_disk(tmp_path / "no_classlabel")
-    assert "needs a 'label' column of type ClassLabel" in fails("--dataset", str(tmp_path / "no_classlabel"))
-    labelled = plain.cast_column("label", ClassLabel(names=["alien", "predator"]))
+    assert ("split 'train' needs columns 'image' (Image) and 'label' (ClassLabel); it has image (Value), "
+            "label (Value)") in fails("--dataset_id", str(tmp_path / "no_classlabel"))
+    labelled = Dataset.from_dict({"image": [PILImage.new("RGB", (8, 8))], "label": [0]}, features=Features(
+        {"image": Image(), "label": ClassLabel(names=["alien", "predator"])}))
     empty = Dataset.from_dict({"image": [], "label": []}, features=labelled.features)
     DatasetDict({"train": labelled, "validation": empty}).save_to_disk(tmp_path / "empty_split")
-    assert "the 'validation' split is empty" in fails("--dataset", str(tmp_path / "empty_split"))
+    assert "the 'validation' split is empty" in fails("--dataset_id", str(tmp_path / "empty_split"))
     assert "cannot reach the Hub at HF_ENDPOINT=http://127.0.0.1:9" in fails(
-        "--dataset", "demo/alien-vs-predator", env={"HF_ENDPOINT": "http://127.0.0.1:9", **fresh_hf_home(tmp_path)})
+        "--dataset_id", "demo/alien-vs-predator", env={"HF_ENDPOINT": "http://127.0.0.1:9", **fresh_hf_home(tmp_path)})

@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
-from training.calibration import expected_calibration_error, fit_temperature
-from training.ood import fit_statistics, threshold_at_tpr
+from training.pipeline.calibration import expected_calibration_error, fit_temperature
+from training.pipeline.ood import fit_statistics, threshold_at_tpr
 
 sys.path.insert(0, str(ROOT / "space"))
 import inference  # noqa: E402
@@ -26,7 +26,7 @@ def random_features():
     """Pooled features of real training images through a pretrained=False ResNet18: in-distribution data."""
     import timm
 
-    from training.augment import build_transform
+    from training.pipeline.augment import build_transform
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
     transform = build_transform("none", timm.data.resolve_data_config({}, model=model), train=False)
@@ -124,7 +124,7 @@ print(json.dumps({{"logits": logits.tolist(), "names": names, "pipeline": {{o["l
 def test_classify_endpoint_says_class_or_neither(app_url, trained_model, tmp_path):
     from gradio_client import Client, handle_file
 
-    from training.ood_set import _noise, _text
+    from training.pipeline.ood_set import _noise, _text
 
     classifier = inference.Classifier(trained_model[2])
     files = [DATA_DIR / "validation" / c / f"{i}.jpg" for i in range(3, 30) for c in ("alien", "predator")]
@@ -179,7 +179,7 @@ def test_faithfulness_ranks_methods_and_sets_the_default(trained_model, hub_data
     args, _, _ = trained_model
     run = tmp_path / "run"
     shutil.copytree(Path(args.output_dir) / "model", run / "model")
-    result = measure(FaithfulnessArguments(output_dir=str(run), dataset=hub_dataset, images=4))
+    result = measure(FaithfulnessArguments(output_dir=str(run), dataset_id=hub_dataset, images=4))
     assert result["images"] == 4 and set(result["methods"]) == {*inference.CAM_METHODS, RANDOM}
     for row in result["methods"].values():
         assert 0 <= row["deletion_mean"] <= 1 and 0 <= row["insertion_mean"] <= 1

@@ -1,11 +1,15 @@
 """Image folder -> checked ``DatasetDict`` (Image + ClassLabel) -> the Hub, with a report and a card.
 
-    python -m training.dataset --data_dir ../shared/data/alien-vs-predator --push_to_hub demo/alien-vs-predator
+    python -m training.dataset --data_dir path/to/leaves --dataset_id you/leaves --push_to_hub \
+        --title "Leaves" --license cc-by-4.0
 
-Layout: ``<data_dir>/{train,validation}/<class>/<image>``. Every file is decoded by content and
-fully verified; the report lists formats, sizes, exact duplicates (same decoded pixels) and near
-duplicates (perceptual hash within ``near_duplicate_threshold`` bits), inside train and between
-train and validation. Validation rows that duplicate a training image get ``leak=True``.
+Layouts: ``<data_dir>/{train,validation}/<class>/<image>``, or ``<data_dir>/<class>/<image>`` (also
+``<data_dir>/train/<class>/<image>`` alone), which gets a seeded validation split, stratified by
+class, with near-duplicate groups kept on one side so the split makes no leaks. Every file is
+decoded by content and fully verified; the report lists formats, sizes, class balance, exact
+duplicates (same decoded pixels) and near duplicates (perceptual hash within
+``near_duplicate_threshold`` bits), inside train and between train and validation. Validation rows
+that duplicate a training image get ``leak=True``.
 """
 
 from __future__ import annotations
@@ -19,21 +23,37 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
+from .cli import RepoIdFlag, parse, require
 from .errors import UserError
-from .images import NEAR_DUPLICATE_BITS, BadImageError, fingerprint, is_hidden, read_image
+from .pipeline.images import NEAR_DUPLICATE_BITS, BadImageError, fingerprint, is_hidden, near_pairs, read_image
 
 SPLITS = ("train", "validation")
+DEPRECATED = (RepoIdFlag("push_to_hub", "dataset_id"),)
 
 
 @dataclass
 class DatasetArguments:
-    data_dir: str = field(metadata={"help": "folder with train/ and validation/, one subfolder per class"})
-    push_to_hub: str | None = field(default=None, metadata={"help": "dataset repo id to push to"})
+    data_dir: str = field(metadata={"help": "train/ and validation/ with a folder per class, or a folder per class"})
+    dataset_id: str | None = field(default=None, metadata={"help": "dataset repo id (with --push_to_hub)"})
+    push_to_hub: bool = field(default=False, metadata={"help": "push the dataset and its card to --dataset_id"})
     private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
+    validation_fraction: float = field(default=0.2, metadata={
+        "help": "without a validation/ folder: the share of each class held out for validation"})
+    seed: int = field(default=42, metadata={"help": "seed of that split"})
+    title: str | None = field(default=None, metadata={"help": "the card's title (default: from the repo name)"})
+    description: str | None = field(default=None, metadata={
+        "help": "the card's opening paragraph: what the images are, where they come from (markdown)"})
+    license: str = field(default="unknown", metadata={"help": "Hub licence id of the images, e.g. cc-by-4.0"})
+    citation: str | None = field(default=None, metadata={"help": "BibTeX for the card's Citation section"})
     skip_bad_files: bool = field(default=False, metadata={"help": "leave out unreadable files (listed in the report)"})
     output_dir: str = field(default="outputs/dataset", metadata={"help": "where report.json and the grid go"})
     near_duplicate_threshold: int = field(default=NEAR_DUPLICATE_BITS,
                                           metadata={"help": "max pHash Hamming distance (of 64 bits)"})
+
+    def __post_init__(self) -> None:
+        require(not self.push_to_hub or bool(self.dataset_id), "--push_to_hub needs --dataset_id (the repo to push to)")
+        require(0 < self.validation_fraction < 1,
+                f"--validation_fraction must be between 0 and 1, got {self.validation_fraction}")
 
 
 @dataclass
@@ -49,30 +69,34 @@ class Record:
 
 
 def scan_folder(data_dir: Path) -> tuple[list[str], dict[str, list[Path]]]:
-    """Class names and files per split; raises UserError for a layout that can't be used."""
+    """Class names and files per split (``{"all": ...}`` when the split is still to be made); raises
+    UserError for a layout that can't be used."""
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such folder")
-    missing = [s for s in SPLITS if not (data_dir / s).is_dir()]
-    if missing:
-        raise UserError(f"{data_dir}: missing split folder(s) {', '.join(missing)} (expected {' and '.join(SPLITS)})")
-    classes = {s: sorted(p.name for p in (data_dir / s).iterdir() if p.is_dir() and not is_hidden(p)) for s in SPLITS}
-    if classes["train"] != classes["validation"]:
+    subfolders = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not is_hidden(p))
+    if "validation" in subfolders and "train" not in subfolders:
+        raise UserError(f"{data_dir}: has validation/ but no train/ folder")
+    roots = ({s: data_dir / s for s in SPLITS} if "validation" in subfolders
+             else {"all": data_dir / "train" if "train" in subfolders else data_dir})
+    classes = {s: sorted(p.name for p in root.iterdir() if p.is_dir() and not is_hidden(p))
+               for s, root in roots.items()}
+    if "validation" in classes and classes["train"] != classes["validation"]:
         only_train = sorted(set(classes["train"]) - set(classes["validation"]))
         only_val = sorted(set(classes["validation"]) - set(classes["train"]))
         raise UserError(f"{data_dir}: class folders differ between splits: only in train {only_train}, "
                         f"only in validation {only_val}")
-    if len(classes["train"]) < 2:
-        raise UserError(f"{data_dir}: need at least two class folders, found {classes['train']}")
+    names = next(iter(classes.values()))
+    if len(names) < 2:
+        raise UserError(f"{data_dir}: need at least two class folders (one per class), found {names}")
     files = {}
-    for split in SPLITS:
+    for split, root in roots.items():
         files[split] = []
-        for name in classes[split]:
-            found = sorted((p for p in (data_dir / split / name).iterdir() if p.is_file() and not is_hidden(p)),
-                           key=_natural)
+        for name in names:
+            found = sorted((p for p in (root / name).iterdir() if p.is_file() and not is_hidden(p)), key=_natural)
             if not found:
-                raise UserError(f"{data_dir / split / name}: class folder is empty")
+                raise UserError(f"{root / name}: class folder is empty")
             files[split] += found
-    return classes["train"], files
+    return names, files
 
 
 def _natural(path: Path) -> tuple:
@@ -89,8 +113,47 @@ def load_record(path: Path, data_dir: Path) -> Record:
         data = buffer.getvalue()
     rel = path.relative_to(data_dir)
     pixel_sha256, phash = fingerprint(image)
-    return Record(split=rel.parts[0], label=rel.parts[1], file=rel.as_posix(), image_bytes=data, format=fmt,
+    split = rel.parts[0] if rel.parts[0] in SPLITS and len(rel.parts) == 3 else "all"
+    return Record(split=split, label=path.parent.name, file=rel.as_posix(), image_bytes=data, format=fmt,
                   size=image.size, pixel_sha256=pixel_sha256, phash=phash)
+
+
+def make_validation_split(records: list[Record], fraction: float, seed: int, threshold: int) -> None:
+    """Assign each record to train or validation: per class, a seeded ``fraction`` of it to validation,
+    moving whole groups of (near) duplicates so that no validation image duplicates a training one."""
+    parent = list(range(len(records)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    hashes = np.stack([r.phash for r in records])
+    for i, j, _ in near_pairs(hashes, hashes, threshold, same=True):
+        if records[i].label == records[j].label:  # across classes the check reports them (a label conflict)
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(records)):
+        groups.setdefault(root(i), []).append(i)
+    rng = np.random.default_rng(seed)
+    for name in sorted({r.label for r in records}):
+        members = [g for g in groups.values() if records[g[0]].label == name]
+        total = sum(len(g) for g in members)
+        if total < 2:
+            raise UserError(f"class {name!r} has {total} image; a validation split needs at least 2 per class")
+        target, taken, left = max(1, round(fraction * total)), 0, []
+        for k in rng.permutation(len(members)):
+            if taken + len(members[k]) <= target:
+                taken += len(members[k])
+                for i in members[k]:
+                    records[i].split = "validation"
+            else:
+                left += members[k]
+        # Groups too big to fit: split some (the check below then reports those leaks) rather than
+        # leave the class short of validation images.
+        for n, i in enumerate(rng.permutation(left)):
+            records[i].split = "validation" if n < target - taken else "train"
 
 
 def find_duplicates(records: list[Record], threshold: int) -> dict:
@@ -100,16 +163,13 @@ def find_duplicates(records: list[Record], threshold: int) -> dict:
     t_hash, v_hash = np.stack([r.phash for r in train]), np.stack([r.phash for r in val])
 
     def pairs(a: list[Record], ha: np.ndarray, b: list[Record], hb: np.ndarray, same: bool) -> tuple[list, list]:
-        distance = (ha[:, None, :] != hb[None, :, :]).sum(-1)
         exact, near = [], []
-        for i, j in zip(*np.nonzero(distance <= threshold), strict=True):
-            if same and j <= i:
-                continue
+        for i, j, distance in near_pairs(ha, hb, threshold, same=same):
             pair = [a[i].file, b[j].file]
             if a[i].pixel_sha256 == b[j].pixel_sha256:
                 exact.append(pair)
             else:
-                near.append(pair + [int(distance[i, j])])
+                near.append(pair + [distance])
         return exact, near
 
     exact_train, near_train = pairs(train, t_hash, train, t_hash, same=True)
@@ -125,7 +185,7 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
     data_dir = Path(args.data_dir)
     class_names, files = scan_folder(data_dir)
     records, bad = [], []
-    for split in SPLITS:
+    for split in files:
         for path in files[split]:
             try:
                 records.append(load_record(path, data_dir))
@@ -133,10 +193,17 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
                 if not args.skip_bad_files:
                     raise UserError(f"{e} (use --skip_bad_files to leave such files out)") from None
                 bad.append(str(e))
+    made = "all" in files
+    if made:
+        for name in class_names:
+            if not any(r.label == name for r in records):
+                raise UserError(f"{data_dir / name}: no usable image left in this class folder")
+        make_validation_split(records, args.validation_fraction, args.seed, args.near_duplicate_threshold)
     for split in SPLITS:
         for name in class_names:
             if not any(r.split == split and r.label == name for r in records):
-                raise UserError(f"{data_dir / split / name}: no usable image left in this class folder")
+                where = data_dir / name if made else data_dir / split / name
+                raise UserError(f"{where}: no usable image left for {split} in this class folder")
     report = find_duplicates(records, args.near_duplicate_threshold)
     leaked = set(report["leaked_validation_files"])
     features = Features({"image": Image(), "label": ClassLabel(names=class_names), "file": Value("string"),
@@ -162,8 +229,19 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
                        "median_short_side": int(np.median(short_sides)),
                        "short_side_below_224": sum(s < 224 for s in short_sides), "total": len(records)},
         "leak_free_validation": sum(r.split == "validation" and r.file not in leaked for r in records),
+        "validation_split": (f"made here: a seeded ({args.seed}), stratified {args.validation_fraction:.0%} of each "
+                             "class, near-duplicate groups kept on one side" if made else "validation/ folder"),
     })
+    report["imbalance"] = imbalance(report["counts"]["train"])
     return DatasetDict(splits), report
+
+
+def imbalance(counts: dict[str, int]) -> dict:
+    """Largest / smallest class in train, and the classes below half the mean (reported, never silently fixed)."""
+    mean = sum(counts.values()) / len(counts)
+    return {"ratio": round(max(counts.values()) / max(min(counts.values()), 1), 2),
+            "smallest": min(counts, key=counts.get), "largest": max(counts, key=counts.get),
+            "below_half_the_mean": sorted(c for c, n in counts.items() if n < mean / 2)}
 
 
 def _count(values) -> dict:
@@ -183,23 +261,23 @@ def leak_summary(report: dict) -> str:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(DatasetArguments).parse_args_into_dataclasses()
+    args = parse(DatasetArguments, __doc__, deprecated=DEPRECATED)
     dataset, report = build_dataset(args)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"built {', '.join(f'{s}: {len(d)}' for s, d in dataset.items())}; report: {output_dir / 'report.json'}")
+    print(f"built {', '.join(f'{s}: {len(d)}' for s, d in dataset.items())} ({len(report['class_names'])} classes, "
+          f"largest/smallest {report['imbalance']['ratio']}); report: {output_dir / 'report.json'}")
     print(leak_summary(report))
     if args.push_to_hub:
-        from .publish_dataset import push_dataset
+        from .publishing.dataset_card import CardText, push_dataset
 
-        url = push_dataset(dataset, report, args.push_to_hub, output_dir, private=args.private)
-        print(f"pushed dataset {args.push_to_hub}: {url}")
+        text = CardText(args.title, args.description, args.license, args.citation)
+        url = push_dataset(dataset, report, args.dataset_id, output_dir, private=args.private, text=text)
+        print(f"pushed dataset {args.dataset_id}: {url}")
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from .cli import run
 
-    run_cli(main)
+    run(main)

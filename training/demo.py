@@ -1,5 +1,8 @@
 """The offline end-to-end job behind ``make demo``, against whatever Hub HF_ENDPOINT names.
 
+    python -m training.demo --data_dir path/to/leaves --name leaves --title "Leaves" [@more.args]
+
+
 1. mirror ``../shared/weights/<name>`` to the Hub as ``timm/<name>`` (so ``hf-hub:`` ids work offline),
 2. check, build and push the dataset with its card,
 3. train the frozen-backbone model from the Hub dataset (calibrated, with its "neither" score), measure
@@ -16,21 +19,28 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from .cli import parse
 from .dataset import DatasetArguments, build_dataset, leak_summary
-from .errors import UserError, hub_errors, run_cli
+from .errors import UserError, hub_errors
 from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
-from .publish_dataset import push_dataset
-from .publish_model import push_model
 from .publish_space import SpaceArguments, publish_space
+from .publishing.dataset_card import CardText, push_dataset
+from .publishing.model_card import push_model
 from .train import TrainArguments, train
 
 
 @dataclass
 class DemoArguments:
-    data_dir: str = field(default="../shared/data/alien-vs-predator")
+    data_dir: str = field(metadata={"help": "the image folder (training.dataset's layouts)"})
     weights_dir: str = field(default="../shared/weights", metadata={"help": "timm Hub-layout folders to mirror"})
     namespace: str = field(default="demo", metadata={"help": "namespace for the dataset, model and Space repos"})
+    name: str | None = field(default=None, metadata={
+        "help": "repo names: <name> (dataset, Space), <name>-classifier, <name>-feedback (default: the folder's)"})
+    title: str | None = field(default=None, metadata={"help": "title of the cards and the Space"})
+    description: str | None = field(default=None, metadata={"help": "what the images are (markdown, one line)"})
+    license: str = field(default="unknown", metadata={"help": "Hub licence id of the images"})
+    citation: str | None = field(default=None, metadata={"help": "BibTeX of the images' source (one line)"})
     backbone: str = field(default="hf-hub:timm/tf_efficientnet_lite0.in1k",
                           metadata={"help": "resnet50.tv_in1k on a connected machine"})
     output_dir: str = field(default="outputs/demo")
@@ -66,11 +76,9 @@ def pipeline_accuracy(model_id: str, dataset_id: str) -> float:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses()
+    args = parse(DemoArguments, __doc__)
     output_dir, clock = Path(args.output_dir), time.time()
-    dataset_id = f"{args.namespace}/alien-vs-predator"
+    dataset_id = f"{args.namespace}/{args.name or Path(args.data_dir).resolve().name}"
     model_id, space_id = f"{dataset_id}-classifier", dataset_id
 
     def stage(text: str) -> None:
@@ -80,13 +88,16 @@ def main() -> None:
 
     stage(f"[1/4] weights mirrored: {', '.join(mirror_weights(Path(args.weights_dir)))}")
     dataset, report = build_dataset(DatasetArguments(data_dir=args.data_dir))
-    push_dataset(dataset, report, dataset_id, output_dir / "dataset")
-    stage(f"[2/4] dataset pushed: {dataset_id} ({', '.join(f'{s} {len(d)}' for s, d in dataset.items())}); "
+    push_dataset(dataset, report, dataset_id, output_dir / "dataset",
+                 text=CardText(args.title, args.description, args.license, args.citation))
+    stage(f"[2/4] dataset pushed: {dataset_id} ({len(report['class_names'])} classes; "
+          f"{', '.join(f'{s} {len(d)}' for s, d in dataset.items())}); "
           f"{leak_summary(report)}")
-    train_args = TrainArguments(dataset=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
-                                study_dir=args.study_dir)
+    train_args = TrainArguments(dataset_id=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
+                                study_dir=args.study_dir, model_id=model_id,
+                                title=f"{args.title} classifier" if args.title else None)
     results = train(train_args)
-    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=train_args.output_dir, dataset=dataset_id))
+    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=train_args.output_dir, dataset_id=dataset_id))
     push_model(Path(train_args.output_dir), model_id, train_args, study_dir=Path(args.study_dir))
     full, clean = results["validation"], results["validation_leak_free"]
     calibration, ood = results["calibration"], results["ood"]
@@ -102,12 +113,14 @@ def main() -> None:
           f"      heatmaps: most faithful {faithfulness['best']} (deletion "
           f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
           f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
-    publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id,
-                                 feedback_dataset=f"{dataset_id}-feedback"))
+    publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id, title=args.title,
+                                 description=args.description, feedback_dataset=f"{dataset_id}-feedback"))
     stage(f"[4/4] Space published: {space_id} — run it with `make space` (http://127.0.0.1:7860); visitors' "
           f"corrections go to {dataset_id}-feedback (private)")
     print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}")
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    from .cli import run
+
+    run(main)

@@ -1,6 +1,6 @@
 """How faithful is each heatmap? Deletion and insertion AUC (Petsiuk et al. 2018, "RISE").
 
-    python -m training.faithfulness --output_dir outputs/demo/train --dataset demo/alien-vs-predator
+    python -m training.faithfulness --output_dir outputs/train --dataset_id you/leaves
 
 Deletion: remove the pixels a map ranks highest first (set to the mean colour), in ``STEPS`` equal
 chunks, and follow the model's probability for its predicted class: a faithful map makes it fall
@@ -24,8 +24,9 @@ from PIL import ImageFilter
 
 from space.cam import CAM_METHODS, class_activation_map, overlay
 
-from .data import load_splits
-from .extractor import keep_freed_memory
+from .cli import Renamed, parse
+from .pipeline.data import load_splits
+from .pipeline.extractor import keep_freed_memory
 
 STEPS = 10
 RANDOM = "random (baseline)"
@@ -35,7 +36,7 @@ BLUR_RADIUS = 10  # px at the model's input size: insertion starts from an image
 @dataclass
 class FaithfulnessArguments:
     output_dir: str = field(metadata={"help": "a training run's folder (with model/)"})
-    dataset: str = field(metadata={"help": "Hub dataset id or folder the model was trained on"})
+    dataset_id: str = field(metadata={"help": "Hub dataset id or folder the model was trained on"})
     images: int = field(default=40, metadata={"help": "leak-free validation images, balanced across classes"})
     seed: int = 0
 
@@ -84,7 +85,7 @@ def measure(args: FaithfulnessArguments) -> dict:
     model = timm.create_model(f"local-dir:{output_dir / 'model'}", pretrained=True).eval().requires_grad_(False)
     model.to(memory_format=torch.channels_last)
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
-    validation = load_splits(args.dataset)["validation"]
+    validation = load_splits(args.dataset_id)["validation"]
     rows = pick_images(validation, args.images, args.seed)
     generator = np.random.default_rng(args.seed)
     scores: dict[str, dict[str, list]] = {m: {"deletion": [], "insertion": [], "del_curve": [], "ins_curve": []}
@@ -153,9 +154,7 @@ def save_figure(result: dict, image, model, transform, path: Path) -> None:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(FaithfulnessArguments).parse_args_into_dataclasses()
+    args = parse(FaithfulnessArguments, __doc__, deprecated=(Renamed("dataset", "dataset_id"),))
     result = measure(args)
     for method, row in result["methods"].items():
         print(f"{method:18s} deletion {row['deletion_mean']:.3f} ± {row['deletion_std']:.3f}   "
@@ -164,6 +163,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from .cli import run
 
-    run_cli(main)
+    run(main)

@@ -1,6 +1,6 @@
 """Batch prediction with a published model: images in, one CSV row each out.
 
-    python -m training.predict --model_id demo/alien-vs-predator-classifier photos/ extra.jpg "more/*.png" \
+    python -m training.predict --model_id you/leaves-classifier photos/ extra.jpg "more/*.png" \
         --output predictions.csv
 
 Each row: the file, the label (a class name or "neither"), every class's calibrated probability, the
@@ -16,15 +16,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from .cli import check_choice, parse
 from .errors import UserError, hub_errors
-from .extractor import feature_extractor, keep_freed_memory
-from .images import BadImageError, is_hidden, read_image
+from .pipeline.extractor import feature_extractor, keep_freed_memory
+from .pipeline.images import BadImageError, is_hidden, read_image
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
+SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -34,7 +36,10 @@ class PredictArguments:
     output: str = field(default="predictions.csv")
     revision: str | None = field(default=None, metadata={"help": "model commit or branch (default: main)"})
     batch_size: int = 32
-    mixed_precision: str = field(default="no", metadata={"help": "no (fp32) | bf16"})
+    mixed_precision: Literal["no", "bf16"] = field(default="no", metadata={"help": "no: fp32"})
+
+    def __post_init__(self) -> None:
+        check_choice("mixed_precision", self.mixed_precision, ("no", "bf16"))
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -99,14 +104,7 @@ def write_csv(rows: list[dict], labels: list[str], path: Path) -> None:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(PredictArguments)
-    parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
-    args, positional = parser.parse_args_into_dataclasses()
-    args.paths = positional.paths
-    if args.mixed_precision not in ("no", "bf16"):
-        raise UserError(f"--mixed_precision must be no or bf16, got {args.mixed_precision!r}")
+    args = parse(PredictArguments, __doc__, positional=("paths", "image files, folders (searched recursively), globs"))
     files = expand(args.paths)
     if not files:
         raise UserError(f"no images found in {' '.join(args.paths)}")
@@ -123,6 +121,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from .cli import run
 
-    run_cli(main)
+    run(main)

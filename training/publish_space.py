@@ -1,7 +1,7 @@
-"""Publish ``space/`` as a Gradio Space on the Hub, with its YAML filled in and example images.
+"""Publish ``space/`` as a Gradio Space on the Hub, with its YAML and texts filled in and example images.
 
-    python -m training.publish_space --space_id demo/alien-vs-predator --model_id demo/alien-vs-predator-classifier \
-        --dataset_id demo/alien-vs-predator
+    python -m training.publish_space --space_id you/leaves --model_id you/leaves-classifier --dataset_id you/leaves \
+        --title "Which leaf?"
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from pathlib import Path
 from datasets import Image, load_dataset
 from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 
+from space.texts import TITLE_CHARACTERS, page_title
+
+from .cli import parse
 from .errors import hub_errors
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
-SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py", "requirements.txt",
+SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
+SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py", "texts.py",
+               "requirements.txt",
                "README.md")
 
 
@@ -27,24 +31,44 @@ class SpaceArguments:
     space_id: str = field(metadata={"help": "Space repo id to create or update"})
     model_id: str = field(metadata={"help": "model repo the Space loads"})
     dataset_id: str = field(metadata={"help": "dataset repo the examples come from"})
-    examples_per_class: int = 3
+    max_examples: int = field(default=12, metadata={"help": "example images: one per class up to this many, "
+                                                            "plus one the model got wrong"})
+    title: str | None = field(default=None, metadata={"help": "the page's title (default: from the class names)"})
+    description: str | None = field(default=None, metadata={"help": "one line under the title (markdown)"})
     private: bool = False
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "collect visitors' corrections in this (private) dataset repo; the Space needs HF_TOKEN to write"})
 
 
-def pick_examples(model_id: str, dataset_id: str, per_class: int) -> list[tuple[str, bytes]]:
-    """A few validation images of each class, plus the first one the model got wrong (if any)."""
+def pick_examples(model_id: str, dataset_id: str, cap: int) -> list[tuple[str, bytes]]:
+    """One leak-free validation image per class (the first ``cap`` classes), plus the first one the model got
+    wrong, as (file name, bytes)."""
     results = json.loads(Path(hf_hub_download(model_id, "results.json")).read_text())
-    wrong = [m["file"] for m in results.get("misclassified", [])][:1]
+    wrong = {m["file"] for m in results.get("misclassified", [])[:1]}
     validation = load_dataset(dataset_id, split="validation").cast_column("image", Image(decode=False))
+    columns = validation.column_names
+    files = validation["file"] if "file" in columns else [f"validation/{i}" for i in range(len(validation))]
+    leaks = validation["leak"] if "leak" in columns else [False] * len(validation)
     names = validation.features["label"].names
-    chosen, counts = [], dict.fromkeys(range(len(names)), 0)
-    for row in validation:
-        if row["file"] in wrong or (counts[row["label"]] < per_class and not row["leak"]):
-            counts[row["label"]] += 1
-            chosen.append((row["file"], row["image"]["bytes"]))
+    wanted, chosen = set(range(min(cap, len(names)))), []
+    for i, label in enumerate(validation["label"]):
+        file = str(files[i])
+        if file in wrong or (label in wanted and not leaks[i]):
+            wanted.discard(label)
+            image = validation[i]["image"]
+            data = image["bytes"] or Path(image["path"]).read_bytes()
+            suffix = Path(image.get("path") or "").suffix or ".png"
+            name = f"{names[label]}_{Path(file).stem}{'_misclassified' if file in wrong else ''}{suffix}"
+            chosen.append((name.replace("/", "_"), data))
     return chosen
+
+
+def published_text(api: HfApi, space_id: str) -> dict:
+    """The title and description an existing Space was published with ({} for a new Space)."""
+    if not api.repo_exists(space_id, repo_type="space") or not api.file_exists(space_id, "space.json",
+                                                                               repo_type="space"):
+        return {}
+    return json.loads(Path(hf_hub_download(space_id, "space.json", repo_type="space")).read_text())
 
 
 def publish_space(args: SpaceArguments) -> str:
@@ -53,15 +77,27 @@ def publish_space(args: SpaceArguments) -> str:
         folder = Path(tmp)
         for name in SPACE_FILES:
             shutil.copy(SPACE_DIR / name, folder / name)
+        previous = published_text(api, args.space_id)  # a refresh keeps the texts it was published with
+        args.title, args.description = args.title or previous.get("title"), args.description or previous.get(
+            "description")
+        examples = pick_examples(args.model_id, args.dataset_id, args.max_examples)
+        labels = json.loads(Path(hf_hub_download(args.model_id, "config.json")).read_text())["label_names"]
         card = SpaceCard.load(folder / "README.md")
         card.data.models, card.data.datasets = [args.model_id], [args.dataset_id]
+        title = args.title or page_title(labels)
+        card.data.title = title[:TITLE_CHARACTERS]
+        card.data.short_description = (f"{' or '.join(labels) if len(labels) <= 3 else f'{len(labels)} classes'} "
+                                       "— or neither? With a CAM heatmap")[:60]
+        card.text = card.text.replace("{{ title }}", title).replace(
+            "{{ description }}", args.description or "")
         card.save(folder / "README.md")
+        (folder / "space.json").write_text(json.dumps({"title": title, "description": args.description}))
         if args.feedback_dataset:
             api.create_repo(args.feedback_dataset, repo_type="dataset", private=True, exist_ok=True)
             (folder / "feedback.json").write_text(json.dumps({"dataset_id": args.feedback_dataset}))
         (folder / "examples").mkdir()
-        for file, data in pick_examples(args.model_id, args.dataset_id, args.examples_per_class):
-            (folder / "examples" / file.replace("/", "_").removeprefix("validation_")).write_bytes(data)
+        for name, data in examples:
+            (folder / "examples" / name).write_bytes(data)
         api.create_repo(args.space_id, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True)
         info = api.upload_folder(repo_id=args.space_id, repo_type="space", folder_path=folder,
                                  commit_message=f"Space for {args.model_id}", delete_patterns=["examples/*"])
@@ -69,13 +105,11 @@ def publish_space(args: SpaceArguments) -> str:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(SpaceArguments).parse_args_into_dataclasses()
+    args = parse(SpaceArguments, __doc__)
     print(f"published Space {args.space_id}: {publish_space(args)}")
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from .cli import run
 
-    run_cli(main)
+    run(main)

@@ -6,7 +6,7 @@
 
 Training settings come from the model repo's ``run.json`` (the last run's arguments); any
 ``TrainArguments`` flag given here overrides them. The candidate is pushed as a pull request on
-the model repo whose description compares it with ``main`` (training/gate.py); it is merged, and
+the model repo whose description compares it with ``main`` (training/publishing/gate.py); it is merged, and
 the Space refreshed, only when it is not worse on the leak-free validation accuracy. Otherwise the
 pull request stays open and the command exits non-zero. ``--force`` merges anyway; ``--no_merge``
 leaves the decision to a person. A new repo gets its first model on ``main`` directly.
@@ -22,11 +22,14 @@ from pathlib import Path
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
+from .cli import parse
 from .errors import UserError, hub_errors
-from .gate import GATE_METRIC, comparison_table, metrics, not_worse
-from .publish_model import push_model
 from .publish_space import SpaceArguments, publish_space
-from .train import TrainArguments, train
+from .publishing.gate import GATE_METRIC, comparison_table, metrics, not_worse
+from .publishing.model_card import push_model
+from .train import DEPRECATED, TrainArguments, train
+
+REPLACED = {"dataset", "dataset_id", "model_id", "push_to_hub", "output_dir", "resume"}  # set by this command
 
 
 def current_run(model_id: str) -> tuple[dict, dict | None]:
@@ -44,14 +47,13 @@ def current_run(model_id: str) -> tuple[dict, dict | None]:
 
 def training_arguments(saved: dict, overrides: list[str], dataset_id: str, model_id: str,
                        output_dir: str) -> TrainArguments:
-    from transformers import HfArgumentParser
-
-    known = {f.name for f in fields(TrainArguments)}
+    known = {f.name for f in fields(TrainArguments)} - REPLACED
     argv = [f"--{k}={v}" for k, v in saved.items() if k in known and v is not None]
     argv += overrides  # later flags win
-    argv += [f"--dataset={dataset_id}", f"--output_dir={output_dir}", f"--push_to_hub={model_id}", "--resume=false"]
+    argv += [f"--dataset_id={dataset_id}", f"--output_dir={output_dir}", f"--model_id={model_id}", "--push_to_hub",
+             "--resume=false"]
     try:
-        (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
+        args = parse(TrainArguments, None, argv=argv, deprecated=DEPRECATED)
     except SystemExit:
         raise UserError(f"bad training override in {' '.join(overrides)}") from None
     return args
@@ -103,6 +105,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from .cli import run
 
-    run_cli(main)
+    run(main)

@@ -1,4 +1,6 @@
-"""The seed's augmentation study, reproduced honestly: ``python -m training.study``.
+"""The seed's augmentation study, reproduced honestly.
+
+    python -m training.study --dataset_id you/leaves --seeds 0 1 2 --variants none base grayscale noise
 
 The seed compared base / grayscale / noise augmentation on one small CNN (64x64, Adam, batch 32,
 10 epochs) and called base best, but its base run had crashed. Here every variant, plus ``none``,
@@ -20,24 +22,33 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from .augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
-from .data import load_splits
-from .extractor import keep_freed_memory
-from .model import small_cnn
+from .cli import CommaList, Renamed, SeedCount, check_choice, parse, require
+from .pipeline.augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
+from .pipeline.data import load_splits
+from .pipeline.extractor import keep_freed_memory
+from .pipeline.model import small_cnn
 from .train import TrainArguments, train
+
+DEPRECATED = (Renamed("dataset", "dataset_id"), SeedCount("seeds"), CommaList("variants"))
 
 
 @dataclass
 class StudyArguments:
-    dataset: str = field(default="demo/alien-vs-predator", metadata={"help": "Hub dataset id or local folder"})
+    dataset_id: str = field(metadata={"help": "Hub dataset id or local folder"})
     backbone: str = field(default="hf-hub:timm/tf_efficientnet_lite0.in1k", metadata={"help": "frozen backbone"})
-    seeds: int = 3
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one run per seed"})
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
-    variants: str = ",".join(VARIANTS)
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
+        "help": f"augmentations the small CNN is trained with, of {' '.join(VARIANTS)}"})
     backbone_runs: bool = field(default=True, metadata={"help": "also train the frozen backbone (none and best)"})
     output_dir: str = "outputs/study"
+
+    def __post_init__(self) -> None:
+        for variant in self.variants:
+            check_choice("variants", variant, VARIANTS)
+        require(len(self.variants) >= 2 and len(self.seeds) >= 1, "--variants needs two or more, --seeds one or more")
 
 
 class ImageList(torch.utils.data.Dataset):
@@ -84,13 +95,13 @@ def row(model: str, augmentation: str, seeds: list[int], accuracies: list[float]
 def run_study(args: StudyArguments) -> dict:
     started = time.time()
     keep_freed_memory()
-    dataset = load_splits(args.dataset)
+    dataset = load_splits(args.dataset_id)
     train_images = [im.convert("RGB") for im in dataset["train"]["image"]]
     val_images = [im.convert("RGB") for im in dataset["validation"]["image"]]
     train_labels, val_labels = dataset["train"]["label"], dataset["validation"]["label"]
-    seeds = list(range(args.seeds))
+    seeds = list(args.seeds)
     rows = []
-    for variant in tqdm(args.variants.split(","), desc="small CNN variants"):
+    for variant in tqdm(args.variants, desc="small CNN variants"):
         accuracies = [small_cnn_accuracy(train_images, train_labels, val_images, val_labels, variant, s, args)
                       for s in seeds]
         rows.append(row("small CNN 64x64", variant, seeds, accuracies))
@@ -100,7 +111,7 @@ def run_study(args: StudyArguments) -> dict:
             accuracies = []
             for s in seeds:
                 output = Path(args.output_dir) / f"backbone_{variant}_{s}"
-                result = train(TrainArguments(dataset=args.dataset, backbone=args.backbone, augmentation=variant,
+                result = train(TrainArguments(dataset_id=args.dataset_id, backbone=args.backbone, augmentation=variant,
                                               seed=s, output_dir=str(output)))
                 accuracies.append(result["validation"]["accuracy"])
             rows.append(row(f"frozen {args.backbone.removeprefix('hf-hub:')}", variant, seeds, accuracies))
@@ -138,9 +149,7 @@ def plot(study: dict, path: Path) -> None:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (args,) = HfArgumentParser(StudyArguments).parse_args_into_dataclasses()
+    args = parse(StudyArguments, __doc__, deprecated=DEPRECATED)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     study = run_study(args)
@@ -153,6 +162,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
+    from .cli import run
 
-    run_cli(main)
+    run(main)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
+from .features import FeatureBank, bank_loader
+
 CALIBRATION_FOLDS = 5
 
 
@@ -27,7 +29,7 @@ class StandardizedHead(nn.Module):
         nn.init.zeros_(linear.bias)
         self.linear = linear
         self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        self.register_buffer("std", std + 1e-6)  # a constant feature (a dead ReLU) must not divide by zero
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear((features - self.mean) / self.std)
@@ -48,12 +50,20 @@ def predict_proba(head: nn.Module, features: torch.Tensor, tta: bool) -> torch.T
 
 
 
-def train_one_epoch(head, loader, optimizer, scheduler, accelerator, args) -> float:
+def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
+    """``balanced``: n / (classes x count), as sklearn's ``class_weight="balanced"``; ``none``: no weights."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return len(labels) / (num_classes * counts.clamp_min(1))
+
+
+def train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight: torch.Tensor | None = None) -> float:
     head.train()
     total, count = 0.0, 0
     for features, labels in loader:
         with accelerator.accumulate(head):
-            loss = F.cross_entropy(head(features), labels, label_smoothing=args.label_smoothing)
+            loss = F.cross_entropy(head(features), labels, weight=weight, label_smoothing=args.label_smoothing)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -72,30 +82,32 @@ def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: in
     return optimizer, scheduler
 
 
-def fit_plain_head(linear: nn.Linear, features: torch.Tensor, labels: torch.Tensor, accelerator, args,
+def fit_plain_head(linear: nn.Linear, bank: FeatureBank, index: torch.Tensor, accelerator, args,
                    seed: int) -> StandardizedHead:
-    """A head trained with the final head's recipe for ``args.epochs`` (no checkpoints, no selection), in eval mode."""
+    """A head trained on ``index``'s rows with the final head's recipe for ``args.epochs`` (no checkpoints, no
+    selection), in eval mode."""
     torch.manual_seed(seed)
-    head = StandardizedHead(copy.deepcopy(linear), features.mean(0), features.std(0) + 1e-6)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(features, labels),
-                                         batch_size=args.batch_size, shuffle=True)
+    head = StandardizedHead(copy.deepcopy(linear), *bank.mean_std(index))
+    loader = bank_loader(bank, index, args.batch_size, seed)
+    weight = class_weights(bank.labels[index], linear.out_features, args.class_weight)
     optimizer, scheduler = head_optimizer(head, len(loader), args)
     for _ in range(args.epochs):
-        train_one_epoch(head, loader, optimizer, scheduler, accelerator, args)
+        train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
     return head.eval()
 
 
-def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch.Tensor, images: int,
-                       plain_views: int, accelerator, args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, labels, image index) of the train images' plain views, each from a head that never saw that image.
 
-    The bank's rows are views of ``images`` images in a fixed order (row r shows image r % images); the
-    first ``plain_views`` views are un-augmented. Each of ``CALIBRATION_FOLDS`` heads is trained with the
-    final head's recipe on the other folds' rows (as sklearn's CalibratedClassifierCV with
-    ensemble=False); every process computes the same heads, so nothing needs gathering.
+    The bank's first two views are un-augmented (the image and its mirror). Each of ``CALIBRATION_FOLDS``
+    heads is trained with the final head's recipe on the other folds' rows (as sklearn's
+    CalibratedClassifierCV with ensemble=False); every process computes the same heads, so nothing
+    needs gathering.
     """
+    images, plain_views = bank.images, 2
     image_of_row = torch.arange(len(bank)) % images
-    image_labels = bank_labels[:images]
+    image_labels = bank.image_labels
     logits, labels, which = [], [], []
     smallest_class = int(torch.bincount(image_labels).min()) if images else 0
     if min(CALIBRATION_FOLDS, smallest_class) < 2:  # too few images of some class to hold any out
@@ -104,11 +116,11 @@ def out_of_fold_logits(linear: nn.Linear, bank: torch.Tensor, bank_labels: torch
     for fold, (_, held_out) in enumerate(folds.split(torch.zeros(images), image_labels)):
         held = torch.zeros(images, dtype=torch.bool)
         held[torch.from_numpy(held_out)] = True
-        rows = ~held[image_of_row]
-        head = fit_plain_head(linear, bank[rows], bank_labels[rows], accelerator, args, seed=args.seed * 100 + fold)
+        rows = (~held[image_of_row]).nonzero().squeeze(1)
+        head = fit_plain_head(linear, bank, rows, accelerator, args, seed=args.seed * 100 + fold)
         plain_rows = torch.cat([view * images + torch.from_numpy(held_out) for view in range(plain_views)])
         with torch.no_grad():
-            logits.append(head(bank[plain_rows]))
-        labels.append(bank_labels[plain_rows])
+            logits += [head(features) for features, _ in bank.chunks(plain_rows)]
+        labels.append(bank.labels[plain_rows])
         which.append(plain_rows % images)
     return torch.cat(logits), torch.cat(labels), torch.cat(which)

@@ -9,9 +9,9 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 from timm.models import save_for_hf
 
-from .errors import hub_errors
+from ..errors import hub_errors
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "template.md"
+TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
 UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "README.md", "results.json", "run.json",
             "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "suspects.png",
             "study.json", "study.png")
@@ -50,10 +50,12 @@ def base_model_id(backbone: str) -> str | None:
 def render_card(results: dict, args, repo_id: str, study: dict | None = None,
                 faithfulness: dict | None = None) -> ModelCard:
     full, clean = results["validation"], results["validation_leak_free"]
-    dataset_id = args.dataset
+    dataset_id = args.dataset_id
+    class_names = list(full["per_class"])
 
     def metric(kind: str, value: float, name: str, config: str) -> EvalResult:
-        return EvalResult(task_type="image-classification", dataset_type=dataset_id, dataset_name="Alien vs. Predator",
+        return EvalResult(task_type="image-classification", dataset_type=dataset_id,
+                          dataset_name=dataset_id.rstrip("/").split("/")[-1],
                           dataset_split="validation", dataset_config=config, metric_type=kind,
                           metric_value=round(value, 4), metric_name=name)
 
@@ -65,12 +67,14 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
     ]
     base = base_model_id(args.backbone)
     data = ModelCardData(
-        library_name="timm", pipeline_tag="image-classification", license="apache-2.0",
+        library_name="timm", pipeline_tag="image-classification", license=args.license,
         datasets=[dataset_id], base_model=base, tags=["image-classification", "timm", "transfer-learning",
-                                                      "frozen-backbone", "alien-vs-predator"],
+                                                      "frozen-backbone"],
         model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
+    title = args.title or repo_id.split("/")[-1]
     return ModelCard.from_template(data, template_path=str(TEMPLATE), repo_id=repo_id, results=results,
+                                   title=title, class_names=class_names,
                                    args=asdict(args), base_model=base, study=study, faithfulness=faithfulness,
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 

@@ -16,7 +16,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, concatenate_datasets, load_dataset
 from datasets.data_files import EmptyDatasetError
 
-from .errors import hub_errors
+from ..errors import hub_errors
 from .images import NEAR_DUPLICATE_BITS as NEAR
 from .images import BadImageError, decode_image, fingerprint
 

@@ -1,7 +1,7 @@
 """Which training images are probably mislabelled? Confident learning (Northcutt et al. 2021) via cleanlab.
 
 It needs, for every training image, class probabilities from a model that never saw that image:
-the out-of-fold heads of training/head.py give exactly that, on the cached features, for free.
+the out-of-fold heads of training/pipeline/head.py give exactly that, on the cached features, for free.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .features import FeatureBank
 from .head import fit_plain_head
 
 SHOWN = 20  # suspects listed in the report and the card
@@ -43,19 +44,19 @@ def find_suspects(probs: np.ndarray, labels: np.ndarray, files: list[str], class
                       "ranked by self-confidence"}
 
 
-def flagged_rows(flagged: list[int], images: int, rows: int) -> torch.Tensor:
-    """A mask over the bank's rows (row r shows image r % images): True for every view of a flagged image."""
-    marked = torch.zeros(images, dtype=torch.bool)
+def kept_rows(flagged: list[int], bank: FeatureBank) -> torch.Tensor:
+    """The bank's rows (row r shows image r % images) of every image not flagged, all its views."""
+    marked = torch.zeros(bank.images, dtype=torch.bool)
     marked[torch.tensor(flagged, dtype=torch.long)] = True
-    return marked[torch.arange(rows) % images]
+    return (~marked[torch.arange(len(bank)) % bank.images]).nonzero().squeeze(1)
 
 
-def compare_dropping(linear, bank: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, validation: torch.Tensor,
+def compare_dropping(linear, bank: FeatureBank, keep: torch.Tensor, validation: torch.Tensor,
                      validation_labels: torch.Tensor, accelerator, args) -> dict:
     """Validation accuracy of the head recipe trained with and without the flagged images, side by side."""
     accuracy = {}
-    for name, rows in (("kept", torch.ones_like(keep)), ("dropped", keep)):
-        head = fit_plain_head(linear, bank[rows], labels[rows], accelerator, args, seed=args.seed)
+    for name, rows in (("kept", torch.arange(len(bank))), ("dropped", keep)):
+        head = fit_plain_head(linear, bank, rows, accelerator, args, seed=args.seed)
         with torch.no_grad():
             accuracy[name] = float((head(validation).argmax(-1) == validation_labels).float().mean())
     return {"validation_accuracy_kept": accuracy["kept"], "validation_accuracy_dropped": accuracy["dropped"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import timm
 from torch import nn
 
-from .errors import UserError, hub_errors
+from ..errors import UserError, hub_errors
 
 DEFAULT_BACKBONE = "resnet50.tv_in1k"
 

@@ -2,7 +2,7 @@
 
 The statistics come from the training images' features; the threshold from the train holdout alone
 (the score that ``TPR`` of its images stay under), never from validation or the OOD set. The method
-is chosen on the OOD set's ``selection`` half and reported on its ``test`` half (training/ood_set.py).
+is chosen on the OOD set's ``selection`` half and reported on its ``test`` half (training/pipeline/ood_set.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def fpr_at_tpr(in_scores: torch.Tensor, out_scores: torch.Tensor, tpr: float = T
 
 def compare_methods(stats: dict, head, holdout: torch.Tensor, validation: torch.Tensor, ood: torch.Tensor,
                     ood_parts: list[str]) -> dict:
-    """Per method: threshold (holdout), AUROC / FPR@95TPR against validation on each OOD half, validation accepted.
+    """Per method: threshold (holdout), AUROC / FPR@95TPR on each OOD half (selection: against the holdout;
+    test: against validation), validation accepted.
 
     ``head`` maps features to (calibrated) logits; the three feature tensors are (N, D).
     """
@@ -64,9 +65,11 @@ def compare_methods(stats: dict, head, holdout: torch.Tensor, validation: torch.
         threshold = threshold_at_tpr(score["holdout"])
         row = {"threshold": threshold,
                "validation_accepted": float((score["validation"] <= threshold).float().mean())}
-        for part, mask in (("selection", selection), ("test", ~selection)):
-            row[f"auroc_{part}"] = auroc(score["validation"], score["ood"][mask])
-            row[f"fpr95_{part}"] = fpr_at_tpr(score["validation"], score["ood"][mask])
+        # The method is chosen on the selection half against the holdout; validation only reports.
+        for part, mask, inside in (("selection", selection, score["holdout"]), ("test", ~selection,
+                                                                                score["validation"])):
+            row[f"auroc_{part}"] = auroc(inside, score["ood"][mask])
+            row[f"fpr95_{part}"] = fpr_at_tpr(inside, score["ood"][mask])
             row[f"ood_accepted_{part}"] = float((score["ood"][mask] <= threshold).float().mean())
         table[method] = row
     return table

@@ -11,6 +11,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from space.image_io import to_rgb  # one conversion for training and the Space (the Space is uploaded as is)
+
 # Far above any photo in this task, far below what exhausts memory (Pillow's own cap is ~179 MP).
 MAX_PIXELS = 40_000_000
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -23,24 +25,6 @@ class BadImageError(ValueError):
 
 def is_hidden(path: Path) -> bool:
     return path.name in IGNORED_NAMES or path.name.startswith(".")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB the way a viewer shows it (transparency over white)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        lo, hi = float(array.min()), float(array.max())
-        array = (array - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(array)
-        return Image.fromarray(array.astype(np.uint8)).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")
 
 
 def fingerprint(image: Image.Image) -> tuple[str, np.ndarray]:
@@ -83,3 +67,20 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, s
         raise BadImageError(f"{path}: cannot read the file ({e.strerror})") from None
     image, fmt = decode_image(data, str(path), max_pixels)
     return image, fmt, data
+
+
+def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, same: bool = False,
+               chunk: int = 1024) -> list[tuple[int, int, int]]:
+    """(i, j, Hamming distance) for every pHash pair within ``threshold`` bits; ``same``: a is b, i < j only.
+
+    Hashes are packed to 64-bit words and compared a chunk of rows at a time: memory is chunk x len(b).
+    """
+    pack = (np.packbits(a.astype(bool), axis=1).view(">u8").ravel(),
+            np.packbits(b.astype(bool), axis=1).view(">u8").ravel())
+    found = []
+    for start in range(0, len(a), chunk):
+        distance = np.bitwise_count(pack[0][start:start + chunk, None] ^ pack[1][None, :])
+        for i, j in zip(*np.nonzero(distance <= threshold), strict=True):
+            if not same or start + i < j:
+                found.append((int(start + i), int(j), int(distance[i, j])))
+    return found

@@ -1,13 +1,12 @@
 """The frozen backbone as a fast feature extractor: allocator, precision and ``torch.compile``.
 
-Precision is as asked, or measured on this machine (``auto``): a CPU flag does not say which is
-faster. On this project's machine (avx512_bf16, no AMX) a bf16 matmul runs at half the fp32 speed:
-bf16 is 1.6x slower for ResNet50 and no faster for EfficientNet-Lite0, so ``auto`` picks fp32 here
-and bf16 where it is clearly faster (an AMX CPU, a GPU).
+Precision is as asked, or measured on the machine at hand (``auto``): a CPU flag does not say which
+is faster (a CPU with avx512_bf16 but no AMX can run bf16 slower than fp32), so ``auto`` times both
+and picks bf16 only when it clearly wins.
 
 Compiling (inductor with ``freezing``: BatchNorm folded into the convolutions, weights prepacked for
-oneDNN) measured 1.6x on Lite0 and 1.2x on ResNet50 (fp32) here, for 7-10 s of compilation, so it
-pays from a few thousand images on (``compile_pays``).
+oneDNN) costs seconds up front and saves milliseconds per image, so it pays only from a few
+thousand images on (``compile_pays``). The figures behind both choices are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -23,12 +22,11 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 BF16_MUST_WIN_BY = 1.15  # fp32 is exact; bf16 has to earn its rounding
-# Break-even measured here: 7-10 s of compilation against 3 ms (Lite0) to 6 ms (ResNet50) saved per image.
-COMPILE_FROM_IMAGES = 3000
+COMPILE_FROM_IMAGES = 3000  # compilation's seconds against the milliseconds it saves per image (BENCHMARKS.md)
 
 
 def cpu_has_bf16() -> bool:
@@ -43,9 +41,9 @@ def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the OS after every batch.
 
     A forward allocates activations of tens of MB; by default glibc serves those with mmap and gives
-    them back on free, so every batch page-faults its activations in again: 750,000 faults per batch
-    of 64 for Lite0 fp32 here, and 2.3x its speed (52 -> 117 img/s). The cost: the process keeps its
-    peak memory until it exits. Returns False where the C library is not glibc.
+    them back on free, so every batch page-faults its activations in again (a large slowdown:
+    BENCHMARKS.md). The cost: the process keeps its peak memory until it exits. Returns False where
+    the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

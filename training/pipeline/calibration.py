@@ -20,19 +20,21 @@ TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The T > 0 minimising the NLL of softmax(logits / T), by LBFGS on log T."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-    logits, labels = logits.detach().float(), labels.detach()
+    """The T in ``TEMPERATURE_RANGE`` minimising the NLL of softmax(logits / T).
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+    A bounded 1-D search on log T (the NLL is convex in 1/T, so it has one minimum): unbounded
+    LBFGS overflows on separable logits, where the NLL keeps falling as T goes to 0.
+    """
+    from scipy.optimize import minimize_scalar
 
-    optimizer.step(closure)
-    return float(np.clip(log_t.exp().item(), *TEMPERATURE_RANGE))
+    logits, labels = logits.detach().double(), labels.detach()
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(logits / np.exp(log_t), labels))
+
+    bounds = tuple(np.log(TEMPERATURE_RANGE))
+    found = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-4})
+    return float(np.clip(np.exp(found.x), *TEMPERATURE_RANGE))
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:

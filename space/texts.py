@@ -1,0 +1,22 @@
+"""The Space's words, made from the model's class names (pure functions: the Space and publishing share them)."""
+
+from __future__ import annotations
+
+TITLE_CHARACTERS = 60  # the Hub's limit for a Space title
+
+
+def page_title(labels: list[str]) -> str:
+    """``Alien vs. Predator``-style for two classes, ``A, b or c`` for a few, ``N-class image classifier`` beyond."""
+    if len(labels) == 2:
+        title = f"{labels[0].capitalize()} vs. {labels[1].capitalize()}"
+    else:
+        title = (", ".join(labels[:-1]) + f" or {labels[-1]}").capitalize()
+    return title if len(labels) <= 5 and len(title) <= TITLE_CHARACTERS else f"{len(labels)}-class image classifier"
+
+
+def neither_text(labels: list[str]) -> str:
+    """What the page says when the picture shows none of the classes."""
+    if len(labels) == 2:
+        a, b = (f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}" for name in labels)
+        return f"Neither {a} nor {b}"
+    return f"None of the {len(labels)} classes"

@@ -1,0 +1,136 @@
+"""One vocabulary across commands: the same flags, old spellings kept with a warning, bad choices
+refused before any work, an example under every --help, and torchrun giving the same model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from huggingface_hub import HfApi
+from safetensors.torch import load_file
+
+from localhub.ctl import free_port
+from tests.conftest import ROOT, run_module
+from tests.test_any_folder import shapes_folder
+from training.cli import CommaList, Renamed, RepoIdFlag, SeedCount, rewrite_deprecated
+from training.errors import UserError
+
+COMMANDS = ("dataset", "train", "predict", "study", "faithfulness", "publish_space", "demo", "retrain")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--dataset", "a/b"], ["--dataset_id", "a/b"]),
+    (["--dataset=a/b"], ["--dataset_id=a/b"]),
+    (["--push_to_hub", "a/b", "--seed", "1"], ["--push_to_hub", "--model_id", "a/b", "--seed", "1"]),
+    (["--push_to_hub=a/b"], ["--push_to_hub", "--model_id", "a/b"]),
+    (["--push_to_hub", "--seed", "1"], ["--push_to_hub", "--seed", "1"]),  # today's switch: unchanged
+    (["--push_to_hub", "true"], ["--push_to_hub", "true"]),
+    (["--seeds", "3"], ["--seeds", "0", "1", "2"]),
+    (["--seeds", "0", "5"], ["--seeds", "0", "5"]),
+    (["--variants", "none,base"], ["--variants", "none", "base"]),
+])
+def test_old_spellings_become_todays_with_a_warning(argv, expected):
+    aliases = (Renamed("dataset", "dataset_id"), RepoIdFlag("push_to_hub", "model_id"), SeedCount("seeds"),
+               CommaList("variants"))
+    with pytest.warns(FutureWarning) if argv != expected else _no_warning():
+        assert rewrite_deprecated(argv, aliases) == expected
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self.context = warnings.catch_warnings()
+        self.context.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        self.context.__exit__(*exc)
+
+
+def test_deprecated_push_to_hub_id_still_pushes_with_one_warning_line(hub, tmp_path):
+    folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=6)
+    result = run_module("training.dataset", "--data_dir", str(folder), "--push_to_hub", "demo/alias-test",
+                        "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --push_to_hub ID is deprecated: use --push_to_hub --dataset_id ID"]
+    assert HfApi().repo_exists("demo/alias-test", repo_type="dataset")
+
+
+@pytest.mark.parametrize(("command", "args", "bad"), [
+    ("train", ["--dataset_id", "x/y", "--augmentation", "sepia"], "'sepia'"),
+    ("train", ["--dataset_id", "x/y", "--class_weight", "inverse"], "'inverse'"),
+    ("train", ["--dataset_id", "x/y", "--mixed_precision", "fp8"], "'fp8'"),
+    ("study", ["--dataset_id", "x/y", "--variants", "base", "sepia"], "'sepia'"),
+    ("predict", ["--model_id", "x/y", "--mixed_precision", "fp16", "a.jpg"], "'fp16'"),
+])
+def test_bad_choices_are_refused_before_any_work(command, args, bad):
+    result = run_module(f"training.{command}", *args, env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert bad in result.stderr.splitlines()[-1]  # one line naming the bad value ...
+    assert ("none, base, grayscale, noise" in result.stderr or "balanced" in result.stderr
+            or "bf16" in result.stderr)  # ... and the allowed ones
+
+
+def test_arguments_built_in_code_are_checked_too():
+    from training.train import TrainArguments
+
+    with pytest.raises(UserError, match="--augmentation: 'sepia' is not one of none, base, grayscale, noise"):
+        TrainArguments(dataset_id="x/y", augmentation="sepia")
+    with pytest.raises(UserError, match="--push_to_hub needs --model_id"):
+        TrainArguments(dataset_id="x/y", push_to_hub=True)
+
+
+def test_every_command_shows_an_example_in_its_help(monkeypatch, capsys):
+    import importlib
+
+    for command in COMMANDS:
+        module = importlib.import_module(f"training.{command}")
+        monkeypatch.setattr(sys, "argv", [f"{command}.py", "--help"])
+        with pytest.raises(SystemExit) as exited:
+            module.main()
+        assert exited.value.code == 0, command
+        assert f"python -m training.{command} --" in capsys.readouterr().out, command
+
+
+def test_study_runs_its_variants_and_seeds(tmp_path):
+    from training.study import StudyArguments, plot, run_study
+
+    folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=15, split=True)
+    study = run_study(StudyArguments(dataset_id=str(folder), seeds=[0, 1], epochs=2, variants=["none", "base"],
+                                     backbone_runs=False, output_dir=str(tmp_path / "study")))
+    assert [(r["augmentation"], r["seeds"]) for r in study["rows"]] == [("none", [0, 1]), ("base", [0, 1])]
+    for r in study["rows"]:
+        assert len(r["accuracies"]) == 2 and all(0 <= a <= 1 for a in r["accuracies"])
+        assert r["mean"] == pytest.approx(sum(r["accuracies"]) / 2)
+    assert "over 2 seeds" in study["summary"]
+    plot(study, tmp_path / "study.png")
+    assert (tmp_path / "study.png").stat().st_size > 1000
+
+
+def test_torchrun_with_two_processes_gives_the_one_process_model(hub_dataset, tmp_path):
+    common = ["-m", "training.train", "--dataset_id", hub_dataset, "--backbone", "tf_efficientnet_lite0",
+              "--pretrained", "false", "--max_train_samples", "96", "--augmentation", "none", "--epochs", "3",
+              "--mixed_precision", "no", "--torch_compile", "no"]
+    one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port())]
+    two = subprocess.run([*torchrun, *common, "--output_dir", str(tmp_path / "two")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
+    assert (a["num_processes"], b["num_processes"]) == (1, 2)
+    for split in ("validation", "validation_leak_free"):
+        assert a[split]["accuracy"] == b[split]["accuracy"] and a[split]["confusion_matrix"] == b[split][
+            "confusion_matrix"]
+    assert a["best_epoch"] == b["best_epoch"]
+    assert a["calibration"]["validation_after"]["nll"] == pytest.approx(b["calibration"]["validation_after"]["nll"],
+                                                                        abs=1e-4)
+    wa, wb = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("one", "two"))
+    assert (wa["classifier.weight"] - wb["classifier.weight"]).abs().max() < 1e-3

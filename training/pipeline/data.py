@@ -1,0 +1,118 @@
+"""Loading the dataset for training: from the Hub or a local folder, checked, split and transformed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load_from_disk
+
+from ..errors import UserError, hub_errors
+from .augment import batch_transform, build_transform
+from .corrections import take_in
+
+
+def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -> DatasetDict:
+    """A Hub dataset id, a ``save_to_disk`` folder, or an image folder (checked by training.dataset).
+
+    A dataset with a train split but no validation split (as ``imagefolder`` pushes a single folder)
+    gets a seeded, stratified ``validation_fraction`` of train as validation.
+    """
+    path = Path(source)
+    if path.is_dir() and (path / "dataset_dict.json").is_file():
+        for split in json.loads((path / "dataset_dict.json").read_text()).get("splits", []):
+            state = path / split / "state.json"
+            if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+                # datasets itself fails on such a folder (IndexError), so say what is wrong first.
+                raise UserError(f"dataset {source}: the {split!r} split is empty")
+        dataset = load_from_disk(str(path))
+    elif path.is_dir():
+        from ..dataset import DatasetArguments, build_dataset
+
+        dataset, _ = build_dataset(DatasetArguments(data_dir=str(path), validation_fraction=validation_fraction,
+                                                    seed=seed))
+    else:
+        with hub_errors(f"loading dataset {source}"):
+            dataset = load_dataset(source)
+    if not isinstance(dataset, DatasetDict):
+        dataset = DatasetDict({"train": dataset})
+    check_columns(dataset, source)
+    if "validation" not in dataset and "train" in dataset:
+        parts = dataset["train"].train_test_split(test_size=validation_fraction, stratify_by_column="label",
+                                                  seed=seed)
+        dataset = DatasetDict({**dataset, "train": parts["train"], "validation": parts["test"]})
+    check_splits(dataset, source)
+    return dataset
+
+
+def check_columns(dataset: DatasetDict, source: str) -> None:
+    """Every split needs an ``image`` column (Image) and a ``label`` column (ClassLabel): one line if not."""
+    for split, rows in dataset.items():
+        features = rows.features
+        if isinstance(features.get("image"), Image) and isinstance(features.get("label"), ClassLabel):
+            continue
+        found = ", ".join(f"{name} ({type(kind).__name__})" for name, kind in features.items())
+        raise UserError(f"dataset {source}: split {split!r} needs columns 'image' (Image) and 'label' (ClassLabel); "
+                        f"it has {found or 'none'}")
+
+
+def check_splits(dataset: DatasetDict, source: str) -> None:
+    for split in ("train", "validation"):
+        if split not in dataset:
+            raise UserError(f"dataset {source}: no {split!r} split (has {', '.join(dataset) or 'none'})")
+        if len(dataset[split]) == 0:
+            raise UserError(f"dataset {source}: the {split!r} split is empty")
+
+
+def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A stratified slice of train for model selection; validation is never looked at for that."""
+    parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    return parts["train"], parts["test"]
+
+
+def make_loader(dataset: Dataset, variant: str, data_config: dict, train: bool, batch_size: int,
+                channels: int = 3, num_workers: int = 0, shuffle: bool | None = None) -> torch.utils.data.DataLoader:
+    """Batches of ``pixel_values``/``labels``; shuffled when training unless ``shuffle`` says otherwise."""
+    transform = build_transform(variant, data_config, train=train, channels=channels)
+    view = dataset.select_columns(["image", "label"]).with_transform(batch_transform(transform))
+    return torch.utils.data.DataLoader(view, batch_size=batch_size, shuffle=train if shuffle is None else shuffle,
+                                       num_workers=num_workers,
+                                       collate_fn=collate, drop_last=False)
+
+
+def collate(rows: list[dict]) -> dict:
+    return {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+            "labels": torch.tensor([r["label"] for r in rows])}
+
+
+@dataclass
+class TrainingData:
+    """The splits as trained on: train (with any accepted corrections), holdout, validation."""
+
+    train: Dataset
+    holdout: Dataset
+    validation: Dataset
+    class_names: list[str]
+    files: list[str]  # train's source files, for the mislabel report
+    feedback: dict | None
+    neither: list  # visitors' "neither" images: OOD examples for choosing the method
+
+
+def training_data(args) -> TrainingData:
+    dataset = load_splits(args.dataset_id, args.validation_fraction, args.seed)
+    train_split, validation = dataset["train"], dataset["validation"]
+    if args.max_train_samples:
+        train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
+    train_split, holdout = holdout_split(train_split, args.holdout_fraction, args.seed)
+    files = (list(train_split["file"]) if "file" in train_split.column_names
+             else [f"train/{i}" for i in range(len(train_split))])
+    feedback, neither = None, []
+    if args.feedback_dataset:  # after the holdout split: corrections join train only
+        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation)
+        files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
+    return TrainingData(train_split, holdout, validation, train_split.features["label"].names, files, feedback,
+                        neither)
+
+

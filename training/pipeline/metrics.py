@@ -1,0 +1,108 @@
+"""Classification metrics as an ``evaluate`` module (works offline and gathers across processes).
+
+``evaluate.load("accuracy")`` fetches a script from the Hub at run time, which an offline machine
+(or the local Hub) cannot serve; a ``Metric`` subclass defined here keeps evaluate's API —
+``add_batch``/``compute`` and multi-process gathering — without that download.
+"""
+
+from __future__ import annotations
+
+import datasets
+import evaluate
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .head import predict_proba
+
+
+class ClassificationReport(evaluate.Metric):
+    def __init__(self, class_names: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.class_names = list(class_names)
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="accuracy, macro precision/recall/F1, per-class scores and the confusion matrix",
+            citation="", inputs_description="predictions and references: class indices",
+            features=datasets.Features({"predictions": datasets.Value("int64"),
+                                        "references": datasets.Value("int64")}),
+        )
+
+    def _compute(self, predictions, references) -> dict:
+        predictions, references = np.asarray(predictions), np.asarray(references)
+        labels = list(range(len(self.class_names)))
+        precision, recall, f1, support = precision_recall_fscore_support(
+            references, predictions, labels=labels, zero_division=0)
+        return {
+            "accuracy": float((predictions == references).mean()) if len(references) else float("nan"),
+            "precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean()),
+            "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                                 "support": int(support[i])} for i, name in enumerate(self.class_names)},
+            "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
+            "n": int(len(references)),
+        }
+
+
+def classification_report(predictions, references, class_names: list[str]) -> dict:
+    return ClassificationReport(class_names).compute(predictions=predictions, references=references)
+
+
+def evaluate_validation(head, features, labels, validation, tta: bool, class_names: list[str]) -> dict:
+    """The headline is what users get: one plain forward per image (no test-time augmentation)."""
+    probs = predict_proba(head, features, tta=False)
+    predictions, references = probs.argmax(-1).tolist(), labels.tolist()
+    leak = validation["leak"] if "leak" in validation.column_names else [False] * len(validation)
+    files = validation["file"] if "file" in validation.column_names else list(range(len(validation)))
+    clean = [i for i, is_leak in enumerate(leak) if not is_leak]
+    return {
+        "validation": classification_report(predictions, references, class_names),
+        "validation_leak_free": classification_report([predictions[i] for i in clean],
+                                                      [references[i] for i in clean], class_names),
+        "validation_flip_tta": (classification_report(predict_proba(head, features, tta=True).argmax(-1).tolist(),
+                                                      references, class_names) if tta else None),
+        "misclassified": [{"file": files[i], "label": class_names[references[i]],
+                           "predicted": class_names[predictions[i]], "confidence": round(probs[i].max().item(), 4)}
+                          for i in range(len(predictions)) if predictions[i] != references[i]],
+    }
+
+
+def class_balance(train_labels, validation_labels, class_names: list[str]) -> dict:
+    """Images per class in train and validation, and the largest / smallest ratio in train."""
+    train = np.bincount(np.asarray(train_labels, dtype=int), minlength=len(class_names))
+    validation = np.bincount(np.asarray(validation_labels, dtype=int), minlength=len(class_names))
+    return {"train": dict(zip(class_names, train.tolist(), strict=True)),
+            "validation": dict(zip(class_names, validation.tolist(), strict=True)),
+            "ratio": round(float(train.max() / max(train.min(), 1)), 2)}
+
+
+def save_confusion_matrix(matrix: list[list[int]], class_names: list[str], path, title: str) -> None:
+    """Rows normalised to recall (readable with unequal classes); the figure grows with the class count,
+    and numbers and tick labels are left out where they would overlap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix, dtype=float)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    side = min(max(3.2, 0.35 * n + 1.5), 24)
+    figure, axis = plt.subplots(figsize=(side + 0.6, side), dpi=120 if n <= 30 else 80)
+    shown = axis.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:  # beyond that the numbers overlap; the colour carries the share
+        for i in range(n):
+            for j in range(n):
+                axis.text(j, i, f"{share[i, j]:.2f}\n({int(counts[i, j])})" if n <= 6 else f"{share[i, j]:.2f}",
+                          ha="center", va="center", fontsize=8 if n <= 10 else 5,
+                          color="white" if share[i, j] > 0.5 else "black")
+    ticks = range(n) if n <= 60 else range(0, n, -(-n // 60))  # at most ~60 labels per axis
+    axis.set_xticks(list(ticks), [class_names[t] for t in ticks], rotation=90 if n > 6 else 0,
+                    fontsize=8 if n <= 30 else 5)
+    axis.set_yticks(list(ticks), [class_names[t] for t in ticks], fontsize=8 if n <= 30 else 5)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true (each row sums to 1)")
+    axis.set_title(title, fontsize=9)
+    figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
