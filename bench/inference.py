@@ -1,6 +1,6 @@
 """Space inference at batch 1: predict alone vs predict + each CAM method, fp32 vs bf16.
 
-    python -m bench.inference [--repeat N] [--quick] [--model_dir outputs/demo/train/model]
+    python -m bench.inference [--repeat N] [--quick] [--model_dir outputs/demo/alien-vs-predator/train/model]
 
 Also a full-backward Grad-CAM (pytorch-grad-cam on the whole network, input gradients on), the
 usual way, for the overhead ratio; with ``--model_dir`` (a trained model), the top-1 agreement of

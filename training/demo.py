@@ -43,7 +43,7 @@ class DemoArguments:
     citation: str | None = field(default=None, metadata={"help": "BibTeX of the images' source (one line)"})
     backbone: str = field(default="hf-hub:timm/tf_efficientnet_lite0.in1k",
                           metadata={"help": "resnet50.tv_in1k on a connected machine"})
-    output_dir: str = field(default="outputs/demo")
+    output_dir: str = field(default="outputs/demo", metadata={"help": "the run goes to <output_dir>/<name>"})
     study_dir: str = field(default="outputs/study", metadata={"help": "put this study in the card, if present"})
 
 
@@ -77,8 +77,9 @@ def pipeline_accuracy(model_id: str, dataset_id: str) -> float:
 
 def main() -> None:
     args = parse(DemoArguments, __doc__)
-    output_dir, clock = Path(args.output_dir), time.time()
-    dataset_id = f"{args.namespace}/{args.name or Path(args.data_dir).resolve().name}"
+    name = args.name or Path(args.data_dir).resolve().name
+    output_dir, clock = Path(args.output_dir) / name, time.time()
+    dataset_id = f"{args.namespace}/{name}"
     model_id, space_id = f"{dataset_id}-classifier", dataset_id
 
     def stage(text: str) -> None:
@@ -115,8 +116,8 @@ def main() -> None:
           f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
     publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id, title=args.title,
                                  description=args.description, feedback_dataset=f"{dataset_id}-feedback"))
-    stage(f"[4/4] Space published: {space_id} — run it with `make space` (http://127.0.0.1:7860); visitors' "
-          f"corrections go to {dataset_id}-feedback (private)")
+    stage(f"[4/4] Space published: {space_id} — run it with `make space NAME={name}` (http://127.0.0.1:7860); "
+          f"visitors' corrections go to {dataset_id}-feedback (private)")
     print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}")
 
 

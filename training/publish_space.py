@@ -88,8 +88,9 @@ def publish_space(args: SpaceArguments) -> str:
         card.data.title = title[:TITLE_CHARACTERS]
         card.data.short_description = (f"{' or '.join(labels) if len(labels) <= 3 else f'{len(labels)} classes'} "
                                        "— or neither? With a CAM heatmap")[:60]
-        card.text = card.text.replace("{{ title }}", title).replace(
-            "{{ description }}", args.description or "")
+        words = {"title": title, "description": args.description or "", "class_a": labels[0], "class_b": labels[1]}
+        for key, value in words.items():
+            card.text = card.text.replace("{{ " + key + " }}", value)
         card.save(folder / "README.md")
         (folder / "space.json").write_text(json.dumps({"title": title, "description": args.description}))
         if args.feedback_dataset:
