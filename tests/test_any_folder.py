@@ -3,6 +3,7 @@ every card and the Space use coming from the data or the arguments, never from A
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -122,6 +123,19 @@ def test_imagefolder_dataset_from_the_hub_trains_as_is(hub, tmp_path):
     assert splits["train"].features["label"].names == ["disc", "square", "triangle"]
     assert len(splits["validation"]) == 6 and len(splits["train"]) == 24
     assert sorted(np.bincount(splits["validation"]["label"]).tolist()) == [2, 2, 2]  # stratified
+
+    # The Space's examples come from the same made split (seed and fraction from the model's run.json).
+    from training.publish_space import pick_examples
+
+    api = HfApi()
+    api.create_repo("demo/imagefolder-model", exist_ok=True)
+    for name, content in (("results.json", {"misclassified": []}),
+                          ("run.json", {"args": {"validation_fraction": 0.2, "seed": 0}})):
+        api.upload_file(path_or_fileobj=json.dumps(content).encode(), path_in_repo=name,
+                        repo_id="demo/imagefolder-model")
+    examples = pick_examples("demo/imagefolder-model", "demo/imagefolder-shapes", cap=12)
+    assert sorted(name.split("_")[0] for name, _ in examples) == ["disc", "square", "triangle"]
+    assert all(Image.open(io.BytesIO(data)).size == (80, 80) for _, data in examples)
 
 
 def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):

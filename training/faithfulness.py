@@ -85,7 +85,9 @@ def measure(args: FaithfulnessArguments) -> dict:
     model = timm.create_model(f"local-dir:{output_dir / 'model'}", pretrained=True).eval().requires_grad_(False)
     model.to(memory_format=torch.channels_last)
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
-    validation = load_splits(args.dataset_id)["validation"]
+    run = json.loads((output_dir / "run.json").read_text())["args"] if (output_dir / "run.json").is_file() else {}
+    # the split the model was measured on (a made one comes from the run's seed and fraction)
+    validation = load_splits(args.dataset_id, run.get("validation_fraction", 0.2), run.get("seed", 42))["validation"]
     rows = pick_images(validation, args.images, args.seed)
     generator = np.random.default_rng(args.seed)
     scores: dict[str, dict[str, list]] = {m: {"deletion": [], "insertion": [], "del_curve": [], "ins_curve": []}

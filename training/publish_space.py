@@ -12,13 +12,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Image, load_dataset
+from datasets import Image
 from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 
 from space.texts import TITLE_CHARACTERS, page_title
 
 from .cli import parse
 from .errors import hub_errors
+from .pipeline.data import load_splits
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
 SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py", "texts.py",
@@ -44,8 +45,11 @@ def pick_examples(model_id: str, dataset_id: str, cap: int) -> list[tuple[str, b
     """One leak-free validation image per class (the first ``cap`` classes), plus the first one the model got
     wrong, as (file name, bytes)."""
     results = json.loads(Path(hf_hub_download(model_id, "results.json")).read_text())
+    run = json.loads(Path(hf_hub_download(model_id, "run.json")).read_text())["args"]
     wrong = {m["file"] for m in results.get("misclassified", [])[:1]}
-    validation = load_dataset(dataset_id, split="validation").cast_column("image", Image(decode=False))
+    # The validation split the model was measured on (made from train, as in training, when the dataset has none).
+    validation = load_splits(dataset_id, run.get("validation_fraction", 0.2), run.get("seed", 42))["validation"]
+    validation = validation.cast_column("image", Image(decode=False))
     columns = validation.column_names
     files = validation["file"] if "file" in columns else [f"validation/{i}" for i in range(len(validation))]
     leaks = validation["leak"] if "leak" in columns else [False] * len(validation)
