@@ -51,14 +51,10 @@ class RepoIdFlag:
         return f"--{self.old} ID is deprecated: use --{self.old} --{self.new} ID"
 
     def rewrite(self, argv: list[str], i: int) -> list[str] | None:
-        flag, eq, value = argv[i].partition("=")
-        if not eq:
-            value = argv[i + 1] if i + 1 < len(argv) else ""
+        value, inline = _flag_value(argv, i)
         if not value or value.startswith("-") or value.lower() in TRUE_FALSE:
             return None  # the current meaning: a switch
-        if not eq:
-            del argv[i + 1]
-        return [f"--{self.old}", f"--{self.new}", value]
+        return _consume(argv, i, inline, [f"--{self.old}", f"--{self.new}", value])
 
 
 @dataclass(frozen=True)
@@ -72,13 +68,12 @@ class SeedCount:
         return f"--{self.old} N (a count) is deprecated: give the seeds themselves, e.g. --{self.old} 0 1 2"
 
     def rewrite(self, argv: list[str], i: int) -> list[str] | None:
-        flag, eq, value = argv[i].partition("=")
-        values = [value] if eq else list(takewhile(lambda a: not a.startswith("--"), argv[i + 1:]))
-        if len(values) != 1 or not values[0].isdigit():
+        value, inline = _flag_value(argv, i)
+        if not inline and len(list(takewhile(lambda a: not a.startswith("--"), argv[i + 1:]))) != 1:
+            return None  # several values: today's list of seeds
+        if not value.isdigit():
             return None
-        if not eq:
-            del argv[i + 1]
-        return [f"--{self.old}", *map(str, range(int(values[0])))]
+        return _consume(argv, i, inline, [f"--{self.old}", *map(str, range(int(value)))])
 
 
 @dataclass(frozen=True)
@@ -92,14 +87,23 @@ class CommaList:
         return f"--{self.old} a,b is deprecated: use --{self.old} a b"
 
     def rewrite(self, argv: list[str], i: int) -> list[str] | None:
-        flag, eq, value = argv[i].partition("=")
-        if not eq:
-            value = argv[i + 1] if i + 1 < len(argv) else ""
+        value, inline = _flag_value(argv, i)
         if "," not in value:
             return None
-        if not eq:
-            del argv[i + 1]
-        return [f"--{self.old}", *[v for v in value.split(",") if v]]
+        return _consume(argv, i, inline, [f"--{self.old}", *[v for v in value.split(",") if v]])
+
+
+def _flag_value(argv: list[str], i: int) -> tuple[str, bool]:
+    """The value of the flag at ``argv[i]`` (``--flag=value`` or ``--flag value``), and whether it was inline."""
+    _, eq, value = argv[i].partition("=")
+    return (value, True) if eq else (argv[i + 1] if i + 1 < len(argv) else "", False)
+
+
+def _consume(argv: list[str], i: int, inline: bool, replacement: list[str]) -> list[str]:
+    """``replacement`` for the flag at ``argv[i]``, dropping its separate value from ``argv``."""
+    if not inline:
+        del argv[i + 1]
+    return replacement
 
 
 def rewrite_deprecated(argv: Sequence[str], deprecated: Sequence) -> list[str]:
