@@ -37,12 +37,12 @@ BANK_DIM = 1280  # Lite0's pooled features
 def head_epoch(rows: int, mode: str, folder: Path) -> dict:
     """One head epoch over a synthetic bank of ``rows`` rows, kept on disk (as training does) or in memory
     (as it did); run in a fresh process so that its peak RSS is its own."""
-    from training.pipeline.features import FeatureBank, _NpyWriter, bank_loader
+    from training.pipeline.features import FeatureBank, NpyRowWriter, bank_loader
 
     classes = 2
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, classes, (rows,), generator=generator)
-    writer = _NpyWriter(folder / "view_000.npy", rows)
+    writer = NpyRowWriter(folder / "view_000.npy", rows)
     for start in range(0, rows, 4096):  # written as computed, as training does
         writer.append(torch.randn(min(4096, rows - start), BANK_DIM, generator=generator).numpy())
     writer.close()

@@ -26,6 +26,7 @@ from PIL import Image as PILImage
 from .cli import RepoIdFlag, parse, require
 from .errors import UserError
 from .pipeline.images import NEAR_DUPLICATE_BITS, BadImageError, fingerprint, is_hidden, near_pairs, read_image
+from .pipeline.metrics import imbalance
 
 SPLITS = ("train", "validation")
 DEPRECATED = (RepoIdFlag("push_to_hub", "dataset_id"),)
@@ -234,14 +235,6 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
     })
     report["imbalance"] = imbalance(report["counts"]["train"])
     return DatasetDict(splits), report
-
-
-def imbalance(counts: dict[str, int]) -> dict:
-    """Largest / smallest class in train, and the classes below half the mean (reported, never silently fixed)."""
-    mean = sum(counts.values()) / len(counts)
-    return {"ratio": round(max(counts.values()) / max(min(counts.values()), 1), 2),
-            "smallest": min(counts, key=counts.get), "largest": max(counts, key=counts.get),
-            "below_half_the_mean": sorted(c for c, n in counts.items() if n < mean / 2)}
 
 
 def _count(values) -> dict:

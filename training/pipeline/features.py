@@ -153,7 +153,7 @@ def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerato
             continue
         set_seed(seed * 1000 + view)  # a view depends on (seed, view) only: resume is exact
         loader = plain_loader if view == 0 else augmented_loader
-        writers = [_NpyWriter(f, len(loader.dataset)) for f in targets] if accelerator.is_main_process else []
+        writers = [NpyRowWriter(f, len(loader.dataset)) for f in targets] if accelerator.is_main_process else []
         collected = []
         for features, batch_labels in _batches(backbone, loader, accelerator, view == 0, f"view {view + 1}/{views}"):
             for i, writer in enumerate(writers):
@@ -167,7 +167,7 @@ def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerato
     return FeatureBank(files, torch.from_numpy(np.load(labels_file)))
 
 
-class _NpyWriter:
+class NpyRowWriter:
     """Writes ``rows`` float32 rows to ``<path>.tmp`` as they come; renamed to ``path`` when all are there."""
 
     def __init__(self, path: Path, rows: int):

@@ -66,13 +66,20 @@ def evaluate_validation(head, features, labels, validation, tta: bool, class_nam
     }
 
 
+def imbalance(counts: dict[str, int]) -> dict:
+    """Largest / smallest class, and the classes below half the mean (reported, never silently fixed)."""
+    mean = sum(counts.values()) / len(counts)
+    return {"ratio": round(max(counts.values()) / max(min(counts.values()), 1), 2),
+            "smallest": min(counts, key=counts.get), "largest": max(counts, key=counts.get),
+            "below_half_the_mean": sorted(c for c, n in counts.items() if n < mean / 2)}
+
+
 def class_balance(train_labels, validation_labels, class_names: list[str]) -> dict:
-    """Images per class in train and validation, and the largest / smallest ratio in train."""
-    train = np.bincount(np.asarray(train_labels, dtype=int), minlength=len(class_names))
-    validation = np.bincount(np.asarray(validation_labels, dtype=int), minlength=len(class_names))
-    return {"train": dict(zip(class_names, train.tolist(), strict=True)),
-            "validation": dict(zip(class_names, validation.tolist(), strict=True)),
-            "ratio": round(float(train.max() / max(train.min(), 1)), 2)}
+    """Images per class in train and validation, and train's imbalance (``imbalance``)."""
+    train, validation = ({name: int(n) for name, n in zip(class_names, np.bincount(
+        np.asarray(labels, dtype=int), minlength=len(class_names)), strict=True)}
+        for labels in (train_labels, validation_labels))
+    return {"train": train, "validation": validation, **imbalance(train)}
 
 
 def save_confusion_matrix(matrix: list[list[int]], class_names: list[str], path, title: str) -> None:
