@@ -155,8 +155,9 @@ def about(classifier: inference.Classifier) -> str:
     """What the model can and cannot tell, in plain words, from the model itself."""
     classes = ", ".join(f"**{name}**" for name in classifier.labels)
     if classifier.ood:
-        neither = (f'It answers "{inference.neither_text(classifier.labels)}" when a picture looks unlike every '
-                   "training image (the probabilities and the heatmap are still shown, for what they are worth).")
+        neither = ("When a picture is unlike the training images it says it is not sure, and when it looks unlike "
+                   f'all of them it answers "{inference.neither_text(classifier.labels)}" (the probabilities and '
+                   "the heatmap are still shown, for what they are worth).")
     else:
         neither = "This model has no \"neither\" answer: any picture is forced into one of the classes."
     return (f"The model tells {classes} apart. {neither} Probabilities are calibrated on held-out training "

@@ -2,8 +2,9 @@
 
 ``predict(image, method, opacity)`` (for the page) and ``classify(image)`` (the JSON answer) are
 pure functions over one ``Classifier.predict`` and are tested without a server. The probabilities
-are calibrated (the temperature is folded into the head's weights); the "neither" score and its
-threshold come with the model (``config.json`` "ood" and ``ood.safetensors``, see ood.py).
+are calibrated (the temperature is folded into the head's weights); the "neither" score and its two
+limits come with the model (``config.json`` "ood" and ``ood.safetensors``, see ood.py): the answer
+is "sure", "unsure" (looks most like a class, but unlike the training pictures) or "neither".
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ import timm
 import torch
 import yaml
 from cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: F401
-from ood import ood_score
+from ood import NEITHER, SURE, UNSURE, ood_score, verdict
 from PIL import Image
-from texts import neither_text
+from texts import neither_text, unsure_text
 from torch import nn
-
-NEITHER = "neither"
 
 
 @dataclass
 class Prediction:
     label: str  # a class name, or NEITHER
+    verdict: str  # SURE, UNSURE or NEITHER (ood.py); SURE when the model has no "neither" score
     confidences: dict[str, float]  # calibrated, over the classes (they still sum to 1 for "neither")
     ood_score: float | None
     threshold: float | None
@@ -87,12 +87,13 @@ class Classifier:
             scores = (ood_score(self.ood["method"], pooled, logits, self.ood_statistics, k=self.ood.get("k", 5))
                       if self.ood is not None else [None] * len(pooled))
         threshold = float(self.ood["threshold"]) if self.ood is not None else None
+        unsure = self.ood.get("unsure_threshold") if self.ood is not None else None
         predictions = []
         for probs, score in zip(logits.softmax(-1), scores, strict=True):
-            label = self.labels[int(probs.argmax())]
-            if score is not None and float(score) > threshold:
-                label = NEITHER
-            predictions.append(Prediction(label, {name: float(p) for name, p in zip(self.labels, probs, strict=True)},
+            answer = SURE if score is None else verdict(float(score), unsure, threshold)
+            label = NEITHER if answer == NEITHER else self.labels[int(probs.argmax())]
+            predictions.append(Prediction(label, answer,
+                                          {name: float(p) for name, p in zip(self.labels, probs, strict=True)},
                                           None if score is None else float(score), threshold, None))
         return predictions
 
@@ -135,21 +136,32 @@ def get_classifier() -> Classifier:
 
 
 def predict(image: Image.Image, method: str | None = None, opacity: float = 0.5) -> tuple[dict, Image.Image]:
-    """For the page: ({"label": verdict, "confidences": {class: p}}, heatmap blended over the image).
+    """For the page: ({"label": headline, "confidences": {class: p}}, heatmap blended over the image).
 
-    The verdict is the top class, or "Neither ..." when the picture is unlike the training images
-    (the probabilities and the heatmap are still shown). ``method=None``: the model's own default.
+    The headline is the top class when sure, "Not sure: looks most like ..." when the picture scores
+    just past the first limit, "Neither ..." past the second (the probabilities and the heatmap are
+    still shown). ``method=None``: the model's own default.
     """
     classifier = get_classifier()
     prediction = classifier.predict(image, method or classifier.cam_method)
-    verdict = neither_text(classifier.labels) if prediction.label == NEITHER else prediction.label
-    return {"label": verdict, "confidences": prediction.confidences}, overlay(image, prediction.cam, opacity)
+    return {"label": headline(prediction, classifier.labels), "confidences": prediction.confidences}, \
+        overlay(image, prediction.cam, opacity)
+
+
+def headline(prediction: Prediction, labels: list[str]) -> str:
+    if prediction.verdict == NEITHER:
+        return neither_text(labels)
+    if prediction.verdict == UNSURE:
+        top = max(prediction.confidences, key=prediction.confidences.get)
+        return unsure_text(top, prediction.confidences[top])
+    return prediction.label
 
 
 def classify(image: Image.Image) -> dict:
-    """The machine-readable answer (the Space's ``/classify``): label or "neither", calibrated confidences,
-    the OOD score and threshold, and the model's repo id and revision."""
+    """The machine-readable answer (the Space's ``/classify``): label (a class or "neither"), verdict ("sure",
+    "unsure" or "neither"), calibrated confidences, the OOD score and both limits, the model's id and revision."""
     classifier = get_classifier()
     prediction = classifier.predict(image, method=None)
-    return {"label": prediction.label, "confidences": prediction.confidences, "ood_score": prediction.ood_score,
+    return {"label": prediction.label, "verdict": prediction.verdict, "confidences": prediction.confidences,
+            "ood_score": prediction.ood_score, "unsure_threshold": (classifier.ood or {}).get("unsure_threshold"),
             "threshold": prediction.threshold, "model": {"id": classifier.model_id, "revision": classifier.revision}}

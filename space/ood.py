@@ -9,6 +9,10 @@ module (training fits the statistics, ``training/pipeline/ood.py``). The statist
 - ``mahalanobis``: the smallest squared Mahalanobis distance to a class mean, with one shared,
   shrunk covariance (Lee et al. 2018; Ledoit-Wolf shrinkage because D is near the sample count).
 - ``knn``: 1 - cosine similarity to the k-th nearest training feature (Sun et al. 2022).
+
+Three answers from two limits on the score (``verdict``): "sure" up to ``unsure_threshold``,
+"unsure" up to ``threshold`` (the picture looks most like a class, but unlike the training pictures),
+"neither" above it. A model saved before the middle answer has ``threshold`` alone: sure or neither.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ import torch.nn.functional as F
 METHODS = ("msp", "energy", "mahalanobis", "knn")
 # Which statistics each method needs from ood.safetensors.
 STATISTICS = {"msp": (), "energy": (), "mahalanobis": ("class_means", "precision"), "knn": ("bank",)}
+SURE, UNSURE, NEITHER = "sure", "unsure", "neither"
+VERDICTS = (SURE, UNSURE, NEITHER)
+
+
+def verdict(score: float, unsure_threshold: float | None, threshold: float) -> str:
+    """The answer for one score: sure, unsure (past the first limit) or neither (past the second)."""
+    if score > threshold:
+        return NEITHER
+    return UNSURE if unsure_threshold is not None and score > unsure_threshold else SURE
+
+
+def verdicts(scores: torch.Tensor, unsure_threshold: float | None, threshold: float) -> list[str]:
+    return [verdict(float(s), unsure_threshold, threshold) for s in scores]
 
 
 def ood_score(method: str, features: torch.Tensor, logits: torch.Tensor, stats: dict[str, torch.Tensor],

@@ -20,3 +20,9 @@ def neither_text(labels: list[str]) -> str:
         a, b = (f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}" for name in labels)
         return f"Neither {a} nor {b}"
     return f"None of the {len(labels)} classes"
+
+
+def unsure_text(label: str, probability: float) -> str:
+    """What the page says when the picture scores just past the first "neither" limit."""
+    article = "an" if label[:1].lower() in "aeiou" else "a"
+    return f"Not sure: looks most like {article} {label} ({probability:.0%}), but unlike the training pictures"

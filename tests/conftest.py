@@ -73,15 +73,15 @@ def lite0(hub) -> str:
 
 @pytest.fixture(scope="session")
 def trained_model(hub_dataset, lite0, tmp_path_factory):
-    """A short real run (mirrored Lite0, a subset of train, all of validation), pushed as demo/avp-model-test."""
-    from training.publishing.model_card import push_model
-    from training.train import TrainArguments, train
+    """A short real run (mirrored Lite0, a subset of train, all of validation), pushed as demo/avp-model-test by
+    the path every pushed model takes (training/release.py: train, faithfulness, card, push)."""
+    from training.release import release
+    from training.train import TrainArguments
 
     output_dir = tmp_path_factory.mktemp("train")
     args = TrainArguments(dataset_id=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
-                          output_dir=str(output_dir))
-    results = train(args)
-    push_model(output_dir, "demo/avp-model-test", args)
+                          output_dir=str(output_dir), model_id="demo/avp-model-test", push_to_hub=True)
+    results = release(args).results
     return args, results, "demo/avp-model-test"
 
 

@@ -85,6 +85,34 @@ def test_arguments_built_in_code_are_checked_too():
         TrainArguments(dataset_id="x/y", push_to_hub=True)
 
 
+@pytest.mark.parametrize(("command", "argv", "expected"), [
+    ("train", ["--dataset_id", "x/y", "--epochz", "3"], "unknown flag --epochz: did you mean --epochs?"),
+    ("predict", ["--model_id", "x/y", "--outptu", "a.csv", "a.jpg"], "unknown flag --outptu: did you mean --output?"),
+    ("demo", ["--data_dir", "d", "--tilte", "T"], "unknown flag --tilte: did you mean --title?"),
+    ("faithfulness", ["--output_dir", "o", "--dataset_id", "x/y", "--imgaes=4"],
+     "unknown flag --imgaes: did you mean --images?"),
+    ("dataset", ["--data_dir", "d", "--push_to_hbu"], "unknown flag --push_to_hbu: did you mean --push_to_hub?"),
+    ("publish_space", ["--space_id", "s", "--model_id", "m", "--dataset_id", "d", "--xyzzy"],
+     "unknown flag --xyzzy (see --help)"),
+    ("study", ["--dataset_id", "x/y", "--seedz", "1"], "unknown flag --seedz: did you mean --seeds?"),
+    ("retrain", ["--dataset_id", "x/y", "--model_id", "a/b", "--epochz", "3"],
+     "unknown flag --epochz: did you mean --epochs?"),
+])
+def test_a_misspelled_flag_gets_one_line_naming_the_closest(monkeypatch, capsys, command, argv, expected):
+    import importlib
+
+    from training.errors import run_cli
+
+    module = importlib.import_module(f"training.{command}")
+    if command == "retrain":  # its own flags first, then the training overrides: no Hub is asked before
+        monkeypatch.setattr(module, "current_run", lambda model_id: ({}, None))
+    monkeypatch.setattr(sys, "argv", [f"{command}.py", *argv])
+    with pytest.raises(SystemExit) as exited:
+        run_cli(module.main)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {expected}"]
+
+
 def test_every_command_shows_an_example_in_its_help(monkeypatch, capsys):
     import importlib
 

@@ -1,8 +1,10 @@
-"""One-command retraining behind a pull-request gate: merged when not worse, left open when worse."""
+"""One-command retraining behind a pull-request gate: merged when every rule passes, left open otherwise."""
 
 import json
+import re
+from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
 from tests.conftest import run_module
 
@@ -15,7 +17,12 @@ def _accuracy_in_card(model_id: str) -> float:
                 if m["type"] == "accuracy" and r["dataset"]["config"] == "all")
 
 
-def test_retrain_merges_a_good_candidate_and_leaves_a_worse_one_open(hub_dataset, lite0, tmp_path):
+def headings(model_id: str) -> list[str]:
+    return re.findall(r"^##+ (.+)$", ModelCard.load(model_id).text, flags=re.M)  # the sections, not the title
+
+
+def test_retrain_merges_a_passing_candidate_and_leaves_one_failing_on_ece_open(hub_dataset, lite0, trained_model,
+                                                                               tmp_path):
     model_id, space_id, api = "demo/retrain-test", "demo/retrain-space", HfApi()
 
     def retrain(*extra):
@@ -35,18 +42,40 @@ def test_retrain_merges_a_good_candidate_and_leaves_a_worse_one_open(hub_dataset
     merged = api.get_discussion_details(model_id, 1)
     assert merged.is_pull_request and merged.status == "merged"
     assert merged.merge_commit_oid == api.model_info(model_id).sha  # the Space's model revision moved
-    assert "| metric | main | candidate |" in merged.events[0].content
+    assert "| metric | rule | main | candidate | gate |" in merged.events[0].content
     assert api.list_repo_commits(space_id, repo_type="space")[0].title == f"Space for {model_id}"
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert _accuracy_in_card(model_id) == round(results["validation"]["accuracy"], 4)
     run = json.loads((tmp_path / "run" / "run.json").read_text())["args"]
     assert run["seed"] == 7 and run["backbone"] == lite0 and run["max_train_samples"] == 160
+    # One path for every pushed model: the merged retrain's card has the sections of a model pushed by
+    # training.train's path (the session's test model), faithfulness included, and config.json its cam_method.
+    assert headings(model_id) == headings(trained_model[2])
+    assert "How faithful the heatmaps are" in headings(model_id)
+    config = json.loads(Path(hf_hub_download(model_id, "config.json")).read_text())
+    assert config["cam_method"] in ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
+    assert config["ood"]["unsure_threshold"] <= config["ood"]["threshold"]
 
-    # Random backbone weights make a much worse model: its pull request stays open, main is unchanged.
+    # main claims a perfect ECE and the worst of everything else: a candidate fails on ECE alone.
+    doctored = {**results, "calibration": {**results["calibration"],
+                                           "validation_after": {"ece": 0.0, "nll": 1.0}},
+                "validation_leak_free": {**results["validation_leak_free"], "accuracy": 0.0},
+                "ood": {**results["ood"], "validation": {"sure": 0.0, "unsure": 0.0, "neither": 1.0},
+                        "methods": {results["ood"]["method"]: {"auroc_test": 0.0}}}}
+    api.upload_file(path_or_fileobj=json.dumps(doctored).encode(), path_in_repo="results.json", repo_id=model_id,
+                    commit_message="main claims a perfect ECE")
     main_before = api.model_info(model_id).sha
-    worse = retrain("--pretrained", "false")
-    assert worse.returncode == 2 and "not merged" in worse.stderr and "--force" in worse.stderr, worse.stderr[-2000:]
+    failing = retrain("--max_ece", "0")
+    assert failing.returncode == 2, failing.stderr[-2000:]
+    error = failing.stderr.strip().splitlines()[-1]
+    assert "not merged: ECE" in error and "accuracy" not in error and "--force" in error, error
     assert api.model_info(model_id).sha == main_before
     open_prs = list(api.get_repo_discussions(model_id, discussion_type="pull_request", discussion_status="open"))
     assert [d.num for d in open_prs] == [2]
-    assert "worse: keep main" in api.get_discussion_details(model_id, 2).events[0].content
+    table = api.get_discussion_details(model_id, 2).events[0].content
+    assert "worse (ECE): keep main" in table and table.count("| FAIL |") == 1
+
+    forced = retrain("--max_ece", "0", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert api.get_discussion_details(model_id, 3).status == "merged"
+    assert api.model_info(model_id).sha != main_before

@@ -160,11 +160,11 @@ def test_big_jpeg_is_decoded_small_and_cheaply(tmp_path):
 
 
 def _correct_examples(trained_model, n: int):
-    """Validation files the test model gets right and accepts (not "neither")."""
+    """Validation files the test model gets right and is sure of (not "unsure" or "neither")."""
     classifier = inference.Classifier(trained_model[2])
     files = [f"validation/{c}/{i}.jpg" for i in range(3, 40) for c in ("alien", "predator")]
-    return [f for f in files if classifier.predict(_validation(f.removeprefix("validation/")), None).label
-            == f.split("/")[1]][:n]
+    answers = {f: classifier.predict(_validation(f.removeprefix("validation/")), None) for f in files}
+    return [f for f in files if answers[f].label == f.split("/")[1] and answers[f].verdict == "sure"][:n]
 
 
 def test_app_end_to_end_with_bad_inputs(app_url, trained_model, tmp_path):
@@ -186,7 +186,8 @@ def test_app_end_to_end_with_bad_inputs(app_url, trained_model, tmp_path):
             client.predict(handle_file(str(path)), "CAM", 0.5, api_name="/predict")
         assert message.lower() in str(info.value).lower(), (name, str(info.value))
         label, _ = client.predict(good, "CAM", 0.5, api_name="/predict")  # the server keeps serving
-        assert label["label"] in ("alien", "predator", "Neither an alien nor a predator")
+        assert label["label"] in ("alien", "predator", "Neither an alien nor a predator") or \
+            label["label"].startswith("Not sure: looks most like a")
 
 
 def test_twenty_clients_ten_requests_each(app_url, trained_model, tmp_path):
@@ -204,7 +205,8 @@ def test_twenty_clients_ten_requests_each(app_url, trained_model, tmp_path):
             try:
                 label, _ = client.predict(handle_file(str(huge) if huge_one else good), "CAM", 0.5,
                                           api_name="/predict")
-                ok = not huge_one and label["label"] in ("alien", "predator", "Neither an alien nor a predator")
+                ok = not huge_one and (label["label"] in ("alien", "predator", "Neither an alien nor a predator")
+                                       or label["label"].startswith("Not sure: looks most like a"))
             except Exception as e:
                 ok = huge_one and "too many pixels" in str(e)
             if not ok:

@@ -149,10 +149,25 @@ def parse(arguments: type[T], doc: str | None, argv: Sequence[str] | None = None
     if positional:
         parser.add_argument(positional[0], nargs="+", help=positional[1])
     argv = rewrite_deprecated(read_argument_files(sys.argv[1:] if argv is None else argv), deprecated)
-    parsed = parser.parse_args_into_dataclasses(args=argv)
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        raise UserError(unknown_message(unknown, parser))
     if positional:
         setattr(parsed[0], positional[0], getattr(parsed[1], positional[0]))
     return parsed[0]
+
+
+def unknown_message(unknown: Sequence[str], parser) -> str:
+    """One line naming the first unknown argument and, for a flag, the closest valid one."""
+    import difflib
+
+    first = unknown[0]
+    if not first.startswith("-"):
+        return f"unexpected argument {first!r} (every value follows its flag; see --help)"
+    flag = first.split("=", 1)[0]
+    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+    return f"unknown flag {flag}" + (f": did you mean {close[0]}?" if close else " (see --help)")
 
 
 def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:

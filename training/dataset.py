@@ -25,7 +25,15 @@ from PIL import Image as PILImage
 
 from .cli import RepoIdFlag, parse, require
 from .errors import UserError
-from .pipeline.images import NEAR_DUPLICATE_BITS, BadImageError, fingerprint, is_hidden, near_pairs, read_image
+from .pipeline.images import (
+    NEAR_DUPLICATE_BITS,
+    BadImageError,
+    fingerprint,
+    is_hidden,
+    near_duplicate_groups,
+    near_pairs,
+    read_image,
+)
 from .pipeline.metrics import imbalance
 
 SPLITS = ("train", "validation")
@@ -122,21 +130,10 @@ def load_record(path: Path, data_dir: Path) -> Record:
 def make_validation_split(records: list[Record], fraction: float, seed: int, threshold: int) -> None:
     """Assign each record to train or validation: per class, a seeded ``fraction`` of it to validation,
     moving whole groups of (near) duplicates so that no validation image duplicates a training one."""
-    parent = list(range(len(records)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    hashes = np.stack([r.phash for r in records])
-    for i, j, _ in near_pairs(hashes, hashes, threshold, same=True):
-        if records[i].label == records[j].label:  # across classes the check reports them (a label conflict)
-            parent[root(i)] = root(j)
+    ids = near_duplicate_groups(np.stack([r.phash for r in records]), threshold, [r.label for r in records])
     groups: dict[int, list[int]] = {}
-    for i in range(len(records)):
-        groups.setdefault(root(i), []).append(i)
+    for i, group in enumerate(ids.tolist()):
+        groups.setdefault(group, []).append(i)
     rng = np.random.default_rng(seed)
     for name in sorted({r.label for r in records}):
         members = [g for g in groups.values() if records[g[0]].label == name]

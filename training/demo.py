@@ -22,12 +22,10 @@ from huggingface_hub import HfApi
 from .cli import parse
 from .dataset import DatasetArguments, build_dataset, leak_summary
 from .errors import UserError, hub_errors
-from .faithfulness import FaithfulnessArguments
-from .faithfulness import measure as measure_faithfulness
 from .publish_space import SpaceArguments, publish_space
 from .publishing.dataset_card import CardText, push_dataset
-from .publishing.model_card import push_model
-from .train import TrainArguments, train
+from .release import release
+from .train import TrainArguments
 
 
 @dataclass
@@ -97,20 +95,22 @@ def main() -> None:
     train_args = TrainArguments(dataset_id=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
                                 study_dir=args.study_dir, model_id=model_id,
                                 title=f"{args.title} classifier" if args.title else None)
-    results = train(train_args)
-    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=train_args.output_dir, dataset_id=dataset_id))
-    push_model(Path(train_args.output_dir), model_id, train_args, study_dir=Path(args.study_dir))
+    released = release(train_args, study_dir=Path(args.study_dir))
+    results, faithfulness = released.results, released.faithfulness
     full, clean = results["validation"], results["validation_leak_free"]
     calibration, ood = results["calibration"], results["ood"]
-    used = ood["methods"][ood["method"]]
+    used, answered = ood["methods"][ood["method"]], ood["validation"]
     stage(f"[3/4] model pushed: {model_id}; {args.backbone}, seed {train_args.seed}\n"
           f"      validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
           f"(leak-free {clean['n']}); pipeline on the pushed repo: {pipeline_accuracy(model_id, dataset_id):.4f}\n"
           f"      calibration: T {calibration['temperature']:.3f}, ECE {calibration['validation_before']['ece']:.4f} "
-          f"-> {calibration['validation_after']['ece']:.4f}, NLL {calibration['validation_before']['nll']:.4f} "
-          f"-> {calibration['validation_after']['nll']:.4f}\n"
-          f"      neither ({ood['method']}): OOD AUROC {used['auroc_test']:.4f}, FPR@95TPR {used['fpr95_test']:.4f} "
-          f"(test half of {ood['ood_images']} OOD images); validation accepted {ood['validation_accepted']:.3f}\n"
+          f"-> {calibration['validation_after']['ece']:.4f} (90 % interval "
+          f"{'-'.join(f'{e:.3f}' for e in calibration['validation_after']['ece_interval_90'])}), "
+          f"NLL {calibration['validation_before']['nll']:.4f} -> {calibration['validation_after']['nll']:.4f}\n"
+          f"      neither ({ood['method']}): validation {answered['sure']:.1%} sure, {answered['unsure']:.1%} unsure, "
+          f"{answered['neither']:.1%} neither; OOD test half: AUROC {used['auroc_test']:.4f}, "
+          f"{used['ood_test']['neither']:.1%} neither, {used['ood_test']['unsure']:.1%} unsure "
+          f"(of {ood['ood_images']} OOD images)\n"
           f"      heatmaps: most faithful {faithfulness['best']} (deletion "
           f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
           f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")

@@ -3,8 +3,9 @@
     python -m training.predict --model_id you/leaves-classifier photos/ extra.jpg "more/*.png" \
         --output predictions.csv
 
-Each row: the file, the label (a class name or "neither"), every class's calibrated probability, the
-OOD score and threshold, and an error (an unreadable file gets its row and never stops the run).
+Each row: the file, the label (a class name or "neither"), the verdict ("sure", "unsure": looks most
+like the label but unlike the training pictures, or "neither"), every class's calibrated probability,
+the OOD score and its two limits, and an error (an unreadable file gets its row and never stops the run).
 It scores with the Space's own Classifier and OOD code, through the fast frozen-backbone extractor.
 """
 
@@ -85,17 +86,19 @@ def predict_files(classifier, files: list[Path], batch_size: int, precision: str
             with torch.inference_mode():
                 pooled = extractor(torch.stack(pixels))
             for row, prediction in zip(decoded, classifier.decide(pooled), strict=True):  # the Space's own verdict
-                row["label"] = prediction.label
+                row.update(label=prediction.label, verdict=prediction.verdict)
                 row.update({f"p_{name}": round(p, 6) for name, p in prediction.confidences.items()})
                 if prediction.ood_score is not None:
-                    row.update(ood_score=round(prediction.ood_score, 6), threshold=prediction.threshold)
+                    row.update(ood_score=round(prediction.ood_score, 6), threshold=prediction.threshold,
+                               unsure_threshold=classifier.ood.get("unsure_threshold", ""))
         progress.update(len(files[start:start + batch_size]))
     progress.close()
     return rows
 
 
 def write_csv(rows: list[dict], labels: list[str], path: Path) -> None:
-    columns = ["file", "label", *(f"p_{name}" for name in labels), "ood_score", "threshold", "error"]
+    columns = ["file", "label", "verdict", *(f"p_{name}" for name in labels), "ood_score", "unsure_threshold",
+               "threshold", "error"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns, restval="")
@@ -115,7 +118,8 @@ def main() -> None:
     seconds = time.perf_counter() - started
     write_csv(rows, classifier.labels, Path(args.output))
     failed = sum(bool(r["error"]) for r in rows)
-    print(f"{len(rows)} images -> {args.output} ({failed} unreadable) in {seconds:.1f} s, "
+    answers = ", ".join(f"{sum(r.get('verdict') == v for r in rows)} {v}" for v in ("sure", "unsure", "neither"))
+    print(f"{len(rows)} images -> {args.output} ({answers}; {failed} unreadable) in {seconds:.1f} s, "
           f"{len(rows) / seconds:.1f} img/s (decoding included); model {args.model_id} @ "
           f"{(classifier.revision or '')[:12]}")
 

@@ -7,9 +7,11 @@
 Training settings come from the model repo's ``run.json`` (the last run's arguments); any
 ``TrainArguments`` flag given here overrides them. The candidate is pushed as a pull request on
 the model repo whose description compares it with ``main`` (training/publishing/gate.py); it is merged, and
-the Space refreshed, only when it is not worse on the leak-free validation accuracy. Otherwise the
-pull request stays open and the command exits non-zero. ``--force`` merges anyway; ``--no_merge``
-leaves the decision to a person. A new repo gets its first model on ``main`` directly.
+the Space refreshed, only when every rule of the gate passes: leak-free accuracy not worse, ECE and the
+validation "neither" rate within their limits or not worse, OOD AUROC not down by more than 0.01.
+Otherwise the pull request stays open and the command exits 2. ``--force`` merges anyway;
+``--no_merge`` leaves the decision to a person. A new repo gets its first model on ``main`` directly.
+Training, faithfulness, card and push are the one path every pushed model takes (training/release.py).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from .cli import parse
 from .errors import UserError, hub_errors
 from .publish_space import SpaceArguments, publish_space
-from .publishing.gate import GATE_METRIC, comparison_table, metrics, not_worse
-from .publishing.model_card import push_model
-from .train import DEPRECATED, TrainArguments, train
+from .publishing.gate import GATE_METRIC, MAX_ECE, MAX_NEITHER, comparison_table, failures, metrics
+from .release import release
+from .train import DEPRECATED, TrainArguments
 
 REPLACED = {"dataset", "dataset_id", "model_id", "push_to_hub", "output_dir", "resume"}  # set by this command
 
@@ -69,36 +71,44 @@ def main() -> None:
     decision.add_argument("--no_merge", action="store_true", help="open the pull request, leave merging to a person")
     parser.add_argument("--output_dir", default="outputs/retrain")
     parser.add_argument("--study_dir", default="outputs/study", help="include this study in the card, if present")
+    parser.add_argument("--max_ece", type=float, default=MAX_ECE, help="gate: ECE at most this, or not worse")
+    parser.add_argument("--max_neither", type=float, default=MAX_NEITHER,
+                        help="gate: share of validation answered neither at most this, or not worse")
     known, overrides = parser.parse_known_args()
     saved, current = current_run(known.model_id)
     args = training_arguments(saved, overrides, known.dataset_id, known.model_id, known.output_dir)
-    results = train(args)
+    limits = {"max_ece": known.max_ece, "max_neither": known.max_neither}
+
+    def describe(results: dict) -> tuple[str, str]:
+        new, before = metrics(results)[GATE_METRIC], metrics(current).get(GATE_METRIC)
+        return (f"Retrain: {GATE_METRIC} {new:.4f} (main: {'none' if before is None else f'{before:.4f}'}), "
+                f"validation accuracy {results['validation']['accuracy']:.4f}, seed {args.seed}"), \
+            comparison_table(current, results, results.get("feedback"), **limits)
+
+    released = release(args, study_dir=Path(known.study_dir), create_pr=current is not None, describe=describe)
+    results, info = released.results, released.commit
     if results.get("feedback"):
         feedback = results["feedback"]
         print(f"feedback {feedback['dataset']}: {feedback['received']} received, {feedback['added']} added, "
               f"{feedback['refused']} refused")
         for row in feedback["refused_rows"]:
             print(f"  refused row {row['row']}: {row['why']}")
-    table = comparison_table(current, results, results.get("feedback"))
-    new, before = metrics(results)[GATE_METRIC], metrics(current).get(GATE_METRIC)
-    message = (f"Retrain: {GATE_METRIC} {new:.4f} (main: {'none' if before is None else f'{before:.4f}'}), "
-               f"validation accuracy {results['validation']['accuracy']:.4f}, seed {args.seed}")
-    print(table)
-    info = push_model(Path(args.output_dir), known.model_id, args, study_dir=Path(known.study_dir), message=message,
-                      create_pr=current is not None, description=table)
+    print(comparison_table(current, results, results.get("feedback"), **limits))
+    failed = failures(current, results, **limits)
     if current is None:
         print(f"pushed the first model of {known.model_id}: {info.commit_url}")
     elif known.no_merge:
         print(f"pull request #{info.pr_num} opened for review, not merged: {info.pr_url}")
         return
-    elif not_worse(current, results) or known.force:
+    elif not failed or known.force:
         with hub_errors(f"merging pull request #{info.pr_num} on {known.model_id}"):
             HfApi().merge_pull_request(known.model_id, info.pr_num, comment="Merged by training.retrain: "
-                                       + ("not worse on the gate." if not_worse(current, results) else "--force."))
+                                       + ("every rule of the gate passes." if not failed else "--force."))
         print(f"merged pull request #{info.pr_num} into {known.model_id}: {info.pr_url}")
     else:
-        raise UserError(f"not merged: {GATE_METRIC} {new:.4f} is below main's {before:.4f} on {known.model_id}; "
-                        f"pull request #{info.pr_num} stays open ({info.pr_url}); --force merges it anyway")
+        worse = "; ".join(f"{r.name} {r.candidate:.4f} fails '{r.rule}' (main {r.main:.4f})" for r in failed)
+        raise UserError(f"not merged: {worse} on {known.model_id}; pull request #{info.pr_num} stays open "
+                        f"({info.pr_url}); --force merges it anyway")
     if known.space_id:
         print(f"refreshed Space {known.space_id}: "
               f"{publish_space(SpaceArguments(known.space_id, known.model_id, known.dataset_id))}")

@@ -48,6 +48,7 @@ from .pipeline.features import FeatureBank, bank_loader, feature_passes, split_f
 from .pipeline.head import (
     StandardizedHead,
     class_weights,
+    cross_fit_folds,
     head_optimizer,
     out_of_fold_logits,
     predict_proba,
@@ -56,7 +57,7 @@ from .pipeline.head import (
 from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix
 from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_of_fold_probabilities, save_thumbnails
 from .pipeline.model import DEFAULT_BACKBONE, build_model, data_config
-from .pipeline.ood import KNN_MAX_BANK
+from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
 from .pipeline.trust import calibrate, fit_ood
@@ -107,6 +108,10 @@ class TrainArguments:
     drop_suspects: bool = field(default=False, metadata={
         "help": "leave out the training images confident learning flags as mislabelled (the card then shows "
                 "validation accuracy with and without them)"})
+    unsure_rate: float = field(default=UNSURE_RATE, metadata={
+        "help": "share of training images (cross-fitted) past the first \"neither\" limit: answered unsure"})
+    neither_rate: float = field(default=NEITHER_RATE, metadata={
+        "help": "share of training images (cross-fitted) past the second limit: answered neither"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
 
@@ -116,6 +121,8 @@ class TrainArguments:
         check_choice("torch_compile", self.torch_compile, ("auto", "yes", "no"))
         check_choice("class_weight", self.class_weight, ("none", "balanced"))
         require(not self.push_to_hub or bool(self.model_id), "--push_to_hub needs --model_id (the repo to push to)")
+        require(0 < self.neither_rate <= self.unsure_rate < 1,
+                f"need 0 < --neither_rate <= --unsure_rate < 1, got {self.neither_rate} and {self.unsure_rate}")
         for name in ("holdout_fraction", "validation_fraction"):
             require(0 < getattr(self, name) < 1, f"--{name} must be between 0 and 1, got {getattr(self, name)}")
 
@@ -195,9 +202,12 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
 def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator: Accelerator, output_dir: Path,
              started: float) -> dict:
     """Job 2: every head on the cached features, then calibration, "neither", validation and the saved model."""
-    # Every training image scored by heads that never saw it: for calibration and the mislabel finder.
-    fold_logits, fold_labels, fold_images = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args)
-    mislabels = find_suspects(out_of_fold_probabilities(fold_logits, fold_images, len(data.train)),
+    # Every training image scored by heads that never saw it (nor its near duplicates): for calibration, the
+    # mislabel finder and the "neither" limits.
+    fold_of = cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
+    fold_logits, fold_labels, fold_rows = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args,
+                                                             fold_of)
+    mislabels = find_suspects(out_of_fold_probabilities(fold_logits, fold_rows % x.bank.images, len(data.train)),
                               np.asarray(data.train["label"]), data.files, data.class_names)
     rows = torch.arange(len(x.bank))
     if args.drop_suspects:
@@ -207,11 +217,10 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     linear, state = best_head(args, x, rows, accelerator, output_dir)
     calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, fold_labels, x.validation[0],
                             x.validation_labels, output_dir)
-    # OOD statistics from the un-augmented images (and mirrors), a seeded sample of at most KNN_MAX_BANK rows.
-    plain = torch.randperm(2 * x.bank.images, generator=torch.Generator().manual_seed(args.seed))[:KNN_MAX_BANK]
     ood_report, ood_config, ood_statistics = fit_ood(
-        linear, x.bank.rows(plain), x.bank.labels[plain], x.holdout.flatten(0, 1), x.validation[0],
-        x.validation_labels, x.ood, [item.part for item in x.ood_set], len(data.class_names), args.seed)
+        linear, calibration["temperature"], x.bank, fold_of, fold_logits, fold_rows, x.holdout.flatten(0, 1),
+        x.validation[0], x.validation_labels, x.ood, [item.part for item in x.ood_set], len(data.class_names),
+        args.seed, (args.unsure_rate, args.neither_rate))
     ood_report["ood_set"] = describe(x.ood_set)
     results = evaluate_validation(linear, x.validation, x.validation_labels, data.validation, args.flip_tta,
                                   data.class_names)
@@ -278,15 +287,18 @@ def save_outputs(model, results: dict, args: TrainArguments, class_names: list[s
 
 def main() -> None:
     args = parse(TrainArguments, __doc__, deprecated=DEPRECATED)
-    results = train(args)
+    if args.push_to_hub:  # the one path every pushed model takes (training/release.py)
+        from .release import release
+
+        released = release(args, study_dir=Path(args.study_dir))
+        results = released.results
+    else:
+        results, released = train(args), None
     full, clean = results["validation"], results["validation_leak_free"]
     print(f"validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
           f"(leak-free {clean['n']}); best head epoch {results['best_epoch']}; {results['seconds']} s")
-    if args.push_to_hub:
-        from .publishing.model_card import push_model
-
-        info = push_model(Path(args.output_dir), args.model_id, args, args.private, study_dir=Path(args.study_dir))
-        print(f"pushed model {args.model_id}: {info.commit_url}")
+    if released and released.commit:
+        print(f"pushed model {args.model_id}: {released.commit.commit_url}")
 
 
 if __name__ == "__main__":

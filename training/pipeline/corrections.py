@@ -16,11 +16,11 @@ import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, concatenate_datasets, load_dataset
 from datasets.data_files import EmptyDatasetError
 
+from space.ood import NEITHER
+
 from ..errors import hub_errors
 from .images import NEAR_DUPLICATE_BITS as NEAR
 from .images import BadImageError, decode_image, fingerprint
-
-NEITHER = "neither"
 
 
 def fingerprints(split: Dataset) -> tuple[set[str], np.ndarray, list[str]]:

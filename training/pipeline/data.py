@@ -6,12 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load_from_disk
 
 from ..errors import UserError, hub_errors
 from .augment import batch_transform, build_transform
 from .corrections import take_in
+from .images import fingerprint, near_duplicate_groups, to_rgb
 
 
 def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -> DatasetDict:
@@ -98,6 +100,7 @@ class TrainingData:
     files: list[str]  # train's source files, for the mislabel report
     feedback: dict | None
     neither: list  # visitors' "neither" images: OOD examples for choosing the method
+    groups: np.ndarray  # a near-duplicate group id per train image: the cross-fitting folds keep groups whole
 
 
 def training_data(args) -> TrainingData:
@@ -113,6 +116,14 @@ def training_data(args) -> TrainingData:
         train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation)
         files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
     return TrainingData(train_split, holdout, validation, train_split.features["label"].names, files, feedback,
-                        neither)
+                        neither, duplicate_groups(train_split))
+
+
+def duplicate_groups(split: Dataset) -> np.ndarray:
+    """A near-duplicate group id per image of ``split`` (pHash, as the dataset check), whatever the labels."""
+    if len(split) == 0:
+        return np.zeros(0, dtype=np.int64)
+    hashes = np.stack([fingerprint(to_rgb(image))[1] for image in split["image"]])
+    return near_duplicate_groups(hashes)
 
 

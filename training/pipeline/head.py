@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
 from .features import FeatureBank, bank_loader
@@ -96,31 +97,45 @@ def fit_plain_head(linear: nn.Linear, bank: FeatureBank, index: torch.Tensor, ac
     return head.eval()
 
 
-def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits, labels, image index) of the train images' plain views, each from a head that never saw that image.
+def cross_fit_folds(labels: torch.Tensor, groups: np.ndarray | None, seed: int,
+                    folds: int = CALIBRATION_FOLDS) -> np.ndarray | None:
+    """A fold id per training image: stratified by class, every near-duplicate group (``groups``: an id per
+    image) on one side. None when some class has too few images (or groups) to hold any out."""
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    smallest = min((len(set(groups[labels == c].tolist())) for c in np.unique(labels)), default=0)
+    if min(folds, smallest) < 2:
+        return None
+    splitter = StratifiedGroupKFold(min(folds, smallest), shuffle=True, random_state=seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+        fold_of[held_out] = fold
+    return fold_of
 
-    The bank's first two views are un-augmented (the image and its mirror). Each of ``CALIBRATION_FOLDS``
-    heads is trained with the final head's recipe on the other folds' rows (as sklearn's
-    CalibratedClassifierCV with ensemble=False); every process computes the same heads, so nothing
-    needs gathering.
+
+def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, fold_of: np.ndarray | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, labels, bank row) of the train images' plain views, each from a head that never saw that image.
+
+    The bank's first two views are un-augmented (the image and its mirror). One head per fold of
+    ``fold_of`` (cross_fit_folds: near duplicates on one side) is trained with the final head's recipe
+    on the other folds' rows, every view (as sklearn's CalibratedClassifierCV with ensemble=False);
+    every process computes the same heads, so nothing needs gathering.
     """
     images, plain_views = bank.images, 2
-    image_of_row = torch.arange(len(bank)) % images
-    image_labels = bank.image_labels
-    logits, labels, which = [], [], []
-    smallest_class = int(torch.bincount(image_labels).min()) if images else 0
-    if min(CALIBRATION_FOLDS, smallest_class) < 2:  # too few images of some class to hold any out
+    if fold_of is None:
         return torch.empty(0, linear.out_features), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-    folds = StratifiedKFold(min(CALIBRATION_FOLDS, smallest_class), shuffle=True, random_state=args.seed)
-    for fold, (_, held_out) in enumerate(folds.split(torch.zeros(images), image_labels)):
-        held = torch.zeros(images, dtype=torch.bool)
-        held[torch.from_numpy(held_out)] = True
+    fold_of = torch.from_numpy(fold_of)
+    image_of_row = torch.arange(len(bank)) % images
+    logits, labels, rows_out = [], [], []
+    for fold in range(int(fold_of.max()) + 1):
+        held = fold_of == fold
         rows = (~held[image_of_row]).nonzero().squeeze(1)
         head = fit_plain_head(linear, bank, rows, accelerator, args, seed=args.seed * 100 + fold)
-        plain_rows = torch.cat([view * images + torch.from_numpy(held_out) for view in range(plain_views)])
+        held_out = held.nonzero().squeeze(1)
+        plain_rows = torch.cat([view * images + held_out for view in range(plain_views)])
         with torch.no_grad():
             logits += [head(features) for features, _ in bank.chunks(plain_rows)]
         labels.append(bank.labels[plain_rows])
-        which.append(plain_rows % images)
-    return torch.cat(logits), torch.cat(labels), torch.cat(which)
+        rows_out.append(plain_rows)
+    return torch.cat(logits), torch.cat(labels), torch.cat(rows_out)

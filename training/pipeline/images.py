@@ -84,3 +84,25 @@ def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, same: bool = False,
             if not same or start + i < j:
                 found.append((int(start + i), int(j), int(distance[i, j])))
     return found
+
+
+def near_duplicate_groups(hashes: np.ndarray, threshold: int = NEAR_DUPLICATE_BITS,
+                          labels: list | None = None) -> np.ndarray:
+    """A group id per image: images linked by chains of pHash pairs within ``threshold`` bits share one.
+
+    ``labels``: link only images with the same label (a pair across classes is a label conflict,
+    reported elsewhere). Ids are the smallest member's index, so they are stable for the same input.
+    """
+    parent = list(range(len(hashes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, _ in near_pairs(hashes, hashes, threshold, same=True):
+        if labels is None or labels[i] == labels[j]:
+            a, b = root(i), root(j)
+            parent[max(a, b)] = min(a, b)
+    return np.array([root(i) for i in range(len(hashes))], dtype=np.int64)

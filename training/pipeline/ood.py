@@ -1,8 +1,11 @@
-"""Fit the out-of-distribution scores of ``space/ood.py`` on training features and measure them.
+"""Fit the out-of-distribution scores of ``space/ood.py`` on training features and set their two limits.
 
-The statistics come from the training images' features; the threshold from the train holdout alone
-(the score that ``TPR`` of its images stay under), never from validation or the OOD set. The method
-is chosen on the OOD set's ``selection`` half and reported on its ``test`` half (training/pipeline/ood_set.py).
+The limits come from cross-fitted scores: every training image is scored by statistics fitted
+without its fold, and a fold keeps each near-duplicate group and every view of an image on one side
+(``head.cross_fit_folds``), so no image is scored against its own twin. Above the first limit the
+answer is "unsure" (``UNSURE_RATE`` of those training images are), above the second "neither"
+(``NEITHER_RATE``). Never validation, never the OOD set: the method is chosen on the OOD set's
+``selection`` half and reported on its ``test`` half (training/pipeline/ood_set.py).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from space.ood import METHODS, STATISTICS, ood_score
+from space.ood import METHODS, STATISTICS, VERDICTS, ood_score, verdicts
 
-TPR = 0.95  # share of in-distribution images the threshold accepts
+UNSURE_RATE = 0.02  # share of training images (cross-fitted) answered "unsure" or "neither": the first limit
+NEITHER_RATE = 0.005  # share answered "neither": the second limit
 KNN_K = 5
 KNN_MAX_BANK = 20_000  # training features kept for kNN (a seeded subset beyond this): ood.safetensors stays small
 
@@ -32,9 +36,34 @@ def fit_statistics(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     return {"class_means": means.contiguous(), "precision": precision.contiguous(), "bank": bank.contiguous()}
 
 
-def threshold_at_tpr(in_scores: torch.Tensor, tpr: float = TPR) -> float:
-    """The score under which ``tpr`` of the in-distribution images fall."""
-    return float(torch.quantile(in_scores.double(), tpr))
+def statistics_rows(images: torch.Tensor, total_images: int, seed: int) -> torch.Tensor:
+    """The bank rows the statistics are fitted on: the plain view and the mirror of ``images``, a seeded
+    sample of at most ``KNN_MAX_BANK``."""
+    rows = torch.cat([images, images + total_images])
+    return rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:KNN_MAX_BANK]]
+
+
+def cross_fitted_scores(bank, fold_of: np.ndarray, logits: torch.Tensor, num_classes: int,
+                        seed: int) -> dict[str, torch.Tensor]:
+    """Every method's score of each training image's plain view, from statistics fitted on the other folds.
+
+    ``logits``: (images, C) calibrated logits of the plain views from the out-of-fold heads (msp, energy).
+    """
+    fold_of = torch.from_numpy(fold_of)
+    scores = {method: torch.empty(bank.images) for method in METHODS}
+    for fold in fold_of.unique().tolist():
+        held = (fold_of == fold).nonzero().squeeze(1)
+        rows = statistics_rows((fold_of != fold).nonzero().squeeze(1), bank.images, seed)
+        stats = fit_statistics(bank.rows(rows), bank.labels[rows], num_classes, seed)
+        features = bank.rows(held)
+        for method in METHODS:
+            scores[method][held] = ood_score(method, features, logits[held], stats, k=KNN_K)
+    return scores
+
+
+def limit(in_scores: torch.Tensor, rate: float) -> float:
+    """The score that only ``rate`` of the in-distribution images exceed."""
+    return float(torch.quantile(in_scores.double(), 1 - rate))
 
 
 def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
@@ -43,41 +72,41 @@ def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
     return float(roc_auc_score(truth, np.r_[in_scores.numpy(), out_scores.numpy()]))
 
 
-def fpr_at_tpr(in_scores: torch.Tensor, out_scores: torch.Tensor, tpr: float = TPR) -> float:
-    """Share of OOD images accepted when the threshold keeps ``tpr`` of these in-distribution images."""
-    return float((out_scores <= threshold_at_tpr(in_scores, tpr)).float().mean())
+def shares(scores: torch.Tensor, unsure: float, neither: float) -> dict[str, float]:
+    """The share of ``scores`` answered sure, unsure and neither."""
+    answered = verdicts(scores, unsure, neither)
+    return {v: sum(a == v for a in answered) / max(len(answered), 1) for v in VERDICTS}
 
 
-def compare_methods(stats: dict, head, holdout: torch.Tensor, validation: torch.Tensor, ood: torch.Tensor,
-                    ood_parts: list[str]) -> dict:
-    """Per method: threshold (holdout), AUROC / FPR@95TPR on each OOD half (selection: against the holdout;
-    test: against validation), validation accepted.
+def compare_methods(stats: dict, head, in_scores: dict[str, torch.Tensor], validation: torch.Tensor,
+                    ood: torch.Tensor, ood_parts: list[str], rates: tuple[float, float]) -> dict:
+    """Per method: both limits (from ``in_scores``, the cross-fitted training scores), AUROC on each OOD half
+    (selection: against ``in_scores``; test: against validation) and the share of each answer there.
 
-    ``head`` maps features to (calibrated) logits; the three feature tensors are (N, D).
+    ``head`` maps features to (calibrated) logits; the feature tensors are (N, D).
     """
     selection = torch.tensor([p == "selection" for p in ood_parts])
-    table = {}
     with torch.no_grad():
-        logits = {name: head(x) for name, x in (("holdout", holdout), ("validation", validation), ("ood", ood))}
+        logits = {"validation": head(validation), "ood": head(ood)}
+    table = {}
     for method in METHODS:
         score = {name: ood_score(method, x, logits[name], stats, k=KNN_K)
-                 for name, x in (("holdout", holdout), ("validation", validation), ("ood", ood))}
-        threshold = threshold_at_tpr(score["holdout"])
-        row = {"threshold": threshold,
-               "validation_accepted": float((score["validation"] <= threshold).float().mean())}
-        # The method is chosen on the selection half against the holdout; validation only reports.
-        for part, mask, inside in (("selection", selection, score["holdout"]), ("test", ~selection,
-                                                                                score["validation"])):
+                 for name, x in (("validation", validation), ("ood", ood))}
+        unsure, neither = (limit(in_scores[method], rate) for rate in rates)
+        row = {"unsure_threshold": unsure, "threshold": neither,
+               "validation": shares(score["validation"], unsure, neither)}
+        for part, mask, inside in (("selection", selection, in_scores[method]),
+                                   ("test", ~selection, score["validation"])):
             row[f"auroc_{part}"] = auroc(inside, score["ood"][mask])
-            row[f"fpr95_{part}"] = fpr_at_tpr(inside, score["ood"][mask])
-            row[f"ood_accepted_{part}"] = float((score["ood"][mask] <= threshold).float().mean())
+            row[f"ood_{part}"] = shares(score["ood"][mask], unsure, neither)
         table[method] = row
     return table
 
 
 def choose_method(table: dict) -> str:
-    """Best AUROC on the selection half; ties broken by the lower FPR@95TPR there."""
-    return max(table, key=lambda m: (round(table[m]["auroc_selection"], 4), -table[m]["fpr95_selection"]))
+    """Most of the selection half answered "neither" at the limit; ties broken by AUROC there."""
+    return max(table, key=lambda m: (round(table[m]["ood_selection"]["neither"], 4),
+                                     round(table[m]["auroc_selection"], 4)))
 
 
 def method_statistics(method: str, stats: dict) -> dict[str, torch.Tensor]:

@@ -1,24 +1,36 @@
 """After the head is chosen: calibrate its confidences and fit the "neither" score, on train data only.
 
-    temperature  <- NLL on held-out train predictions        -> folded into the head's weight and bias
-    OOD stats    <- the training images' features          -> ood.safetensors
-    threshold    <- the holdout's scores at 95 % TPR        -> config.json "ood"
-    OOD method   <- AUROC on the OOD set's selection half   -> reported on its test half
+    temperature  <- NLL on held-out train predictions               -> folded into the head's weight and bias
+    OOD stats    <- the training images' features                  -> ood.safetensors
+    two limits   <- cross-fitted training scores (2 %, 0.5 % above) -> config.json "ood"
+    OOD method   <- "neither" on the OOD set's selection half      -> reported on its test half
 
-Validation is only measured here (ECE/NLL before and after, images accepted, accuracy on them).
+Validation is only measured here (ECE/NLL before and after with a bootstrap interval, the share of
+each answer, accuracy on the sure ones).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from space.ood import ood_score
+from space.ood import METHODS, ood_score, verdicts
 
 from .calibration import calibration_report, fit_temperature, fold_temperature, save_reliability_diagram
-from .ood import KNN_K, TPR, choose_method, compare_methods, fit_statistics, method_statistics
+from .ood import (
+    KNN_K,
+    NEITHER_RATE,
+    UNSURE_RATE,
+    choose_method,
+    compare_methods,
+    cross_fitted_scores,
+    fit_statistics,
+    method_statistics,
+    statistics_rows,
+)
 
 
 def calibrate(linear: nn.Linear, holdout: torch.Tensor, holdout_labels: torch.Tensor, fold_logits: torch.Tensor,
@@ -42,31 +54,50 @@ def calibrate(linear: nn.Linear, holdout: torch.Tensor, holdout_labels: torch.Te
               "fitted_on": f"held-out train predictions: the holdout ({len(holdout_labels)} images) and "
                            f"{len(fold_labels) // len(holdout)} training images out of fold, each with its mirror",
               "validation_before": calibration_report(before, validation_labels),
-              "validation_after": calibration_report(after, validation_labels)}
+              "validation_after": calibration_report(after, validation_labels, interval=True)}
     save_reliability_diagram(before.softmax(-1), after.softmax(-1), validation_labels,
                              output_dir / "reliability.png", f"validation ({len(validation_labels)} images), "
                                                              f"T = {temperature:.2f} from held-out train")
     return report
 
 
-def fit_ood(linear: nn.Linear, train_features: torch.Tensor, train_labels: torch.Tensor, holdout: torch.Tensor,
-            validation: torch.Tensor, validation_labels: torch.Tensor, ood: torch.Tensor, ood_parts: list[str],
-            num_classes: int, seed: int) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+def fit_ood(linear: nn.Linear, temperature: float, bank, fold_of: np.ndarray | None, fold_logits: torch.Tensor,
+            fold_rows: torch.Tensor, holdout: torch.Tensor, validation: torch.Tensor, validation_labels: torch.Tensor,
+            ood: torch.Tensor, ood_parts: list[str], num_classes: int, seed: int,
+            rates: tuple[float, float] = (UNSURE_RATE, NEITHER_RATE)) -> tuple[dict, dict, dict[str, torch.Tensor]]:
     """(report for results.json, the config.json "ood" entry, the tensors for ood.safetensors).
 
-    ``linear`` is the final, calibrated head; every feature tensor is (N, D).
+    ``linear`` is the final head, calibrated with ``temperature``; ``fold_logits`` are the out-of-fold
+    heads' logits of the bank rows ``fold_rows`` (plain views and mirrors; uncalibrated, so they are
+    divided by ``temperature`` here); every feature tensor is (N, D). With too few images per class for
+    folds, the holdout (scored against all of train) stands in for the cross-fitted scores.
     """
-    stats = fit_statistics(train_features, train_labels, num_classes, seed)
-    table = compare_methods(stats, linear, holdout, validation, ood, ood_parts)
+    rows = statistics_rows(torch.arange(bank.images), bank.images, seed)
+    stats = fit_statistics(bank.rows(rows), bank.labels[rows], num_classes, seed)
+    if fold_of is not None:
+        plain = fold_rows < bank.images
+        logits = torch.empty(bank.images, num_classes)
+        logits[fold_rows[plain]] = fold_logits[plain] / temperature
+        in_scores = cross_fitted_scores(bank, fold_of, logits, num_classes, seed)
+        source = f"cross-fitted scores of the {bank.images} training images ({int(fold_of.max()) + 1} folds, " \
+                 "near duplicates and every view of an image on one side)"
+    else:
+        with torch.no_grad():
+            in_scores = {m: ood_score(m, holdout, linear(holdout), stats, k=KNN_K) for m in METHODS}
+        source = f"the train holdout's {len(holdout)} features (too few images per class for folds)"
+    table = compare_methods(stats, linear, in_scores, validation, ood, ood_parts, rates)
     method = choose_method(table)
-    threshold = table[method]["threshold"]
+    used = table[method]
     with torch.no_grad():
         logits = linear(validation)
-    accepted = ood_score(method, validation, logits, stats, k=KNN_K) <= threshold
+    answered = verdicts(ood_score(method, validation, logits, stats, k=KNN_K), used["unsure_threshold"],
+                        used["threshold"])
+    sure = torch.tensor([a == "sure" for a in answered])
     correct = logits.argmax(-1) == validation_labels
-    config = {"method": method, "threshold": threshold, "k": KNN_K, "statistics": "ood.safetensors",
-              "threshold_from": f"train holdout, {TPR:.0%} true-positive rate"}
-    report = {**config, "methods": table, "ood_images": len(ood_parts),
-              "validation_accepted": float(accepted.float().mean()),
-              "validation_accuracy_on_accepted": float(correct[accepted].float().mean()) if accepted.any() else None}
+    config = {"method": method, "unsure_threshold": used["unsure_threshold"], "threshold": used["threshold"],
+              "k": KNN_K, "statistics": "ood.safetensors", "unsure_rate": rates[0], "neither_rate": rates[1],
+              "threshold_from": source}
+    report = {**config, "methods": table, "ood_images": len(ood_parts), "validation": used["validation"],
+              "validation_accepted": 1 - used["validation"]["neither"],
+              "validation_accuracy_on_sure": float(correct[sure].float().mean()) if sure.any() else None}
     return report, config, method_statistics(method, stats)

@@ -1,12 +1,33 @@
-"""The regression gate: the candidate against the model on ``main``, on the leak-free validation split.
+"""The regression gate: the candidate against the model on ``main``, on the validation split.
 
-The table goes into the pull request's description; the candidate is merged only when it is not
-worse on ``GATE_METRIC`` (ties merge: a retrain on the same data should be able to land).
+Each rule is one row of the pull request's table, marked pass or fail; the candidate is merged only
+when every row passes (ties pass: a retrain on the same data should be able to land):
+
+- leak-free accuracy: not worse than main;
+- ECE (calibrated): at most ``MAX_ECE``, or not worse than main;
+- validation answered "neither": at most ``MAX_NEITHER``, or not worse than main;
+- OOD AUROC (test half): not more than ``MAX_AUROC_DROP`` below main.
+
+A figure main's older run did not measure passes (there is nothing to compare with).
 """
 
 from __future__ import annotations
 
-GATE_METRIC = "leak-free accuracy"
+from dataclasses import dataclass
+
+MAX_ECE = 0.03
+MAX_NEITHER = 0.02
+MAX_AUROC_DROP = 0.01
+GATE_METRIC = "leak-free accuracy"  # the headline of the commit message
+
+
+@dataclass
+class Rule:
+    name: str
+    rule: str
+    passes: bool
+    main: float | None
+    candidate: float | None
 
 
 def metrics(results: dict | None) -> dict[str, float | None]:
@@ -16,28 +37,53 @@ def metrics(results: dict | None) -> dict[str, float | None]:
     clean = results.get("validation_leak_free") or results["validation"]
     ood = results.get("ood") or {}
     used = (ood.get("methods") or {}).get(ood.get("method"), {})
+    neither = (ood.get("validation") or {}).get("neither")
+    if neither is None and ood.get("validation_accepted") is not None:  # a run from before the three answers
+        neither = 1 - ood["validation_accepted"]
     return {"leak-free accuracy": clean["accuracy"], "leak-free macro F1": clean["f1"],
-            "ECE (all validation, calibrated)": (results.get("calibration") or {}).get("validation_after",
-                                                                                       {}).get("ece"),
-            "OOD AUROC (test half)": used.get("auroc_test")}
+            "ECE": (results.get("calibration") or {}).get("validation_after", {}).get("ece"),
+            "validation neither": neither, "OOD AUROC": used.get("auroc_test")}
 
 
-def not_worse(current: dict | None, candidate: dict) -> bool:
-    before, after = metrics(current).get(GATE_METRIC), metrics(candidate)[GATE_METRIC]
-    return before is None or after >= before
-
-
-def comparison_table(current: dict | None, candidate: dict, feedback: dict | None = None) -> str:
-    """Markdown: one row per metric, main vs candidate, the gate's verdict, and the feedback counts."""
+def rules(current: dict | None, candidate: dict, max_ece: float = MAX_ECE, max_neither: float = MAX_NEITHER,
+          max_auroc_drop: float = MAX_AUROC_DROP) -> list[Rule]:
     before, after = metrics(current), metrics(candidate)
 
+    def rule(name: str, text: str, ok) -> Rule:
+        old, new = before.get(name), after.get(name)
+        return Rule(name, text, old is None or new is None or bool(ok(old, new)), old, new)
+
+    return [
+        rule("leak-free accuracy", "not worse than main", lambda old, new: new >= old),
+        rule("ECE", f"≤ {max_ece} or not worse than main", lambda old, new: new <= max_ece or new <= old),
+        rule("validation neither", f"≤ {max_neither:.0%} or not worse than main",
+             lambda old, new: new <= max_neither or new <= old),
+        rule("OOD AUROC", f"drops by at most {max_auroc_drop}", lambda old, new: new >= old - max_auroc_drop),
+    ]
+
+
+def not_worse(current: dict | None, candidate: dict, **limits) -> bool:
+    return current is None or all(r.passes for r in rules(current, candidate, **limits))
+
+
+def failures(current: dict | None, candidate: dict, **limits) -> list[Rule]:
+    return [] if current is None else [r for r in rules(current, candidate, **limits) if not r.passes]
+
+
+def comparison_table(current: dict | None, candidate: dict, feedback: dict | None = None, **limits) -> str:
+    """Markdown: one row per rule, main vs candidate, pass or fail; the macro F1; the verdict; feedback counts."""
     def shown(value):
         return "n/a" if value is None else f"{value:.4f}"
 
-    rows = [f"| {name} | {shown(before.get(name))} | {shown(value)} |" for name, value in after.items()]
-    verdict = "not worse: merge" if not_worse(current, candidate) else "worse: keep main"
-    lines = ["| metric | main | candidate |", "| --- | --- | --- |", *rows, "",
-             f"Gate ({GATE_METRIC}): **{verdict}**."]
+    checked = rules(current, candidate, **limits)
+    lines = ["| metric | rule | main | candidate | gate |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.name} | {r.rule} | {shown(r.main)} | {shown(r.candidate)} | {'pass' if r.passes else 'FAIL'} |"
+              for r in checked]
+    f1 = "leak-free macro F1"
+    lines.append(f"| {f1} | reported | {shown(metrics(current).get(f1))} | {shown(metrics(candidate)[f1])} | |")
+    failed = [r.name for r in checked if not r.passes] if current else []
+    verdict = "not worse: merge" if not failed else f"worse ({', '.join(failed)}): keep main"
+    lines += ["", f"Gate: **{verdict}**."]
     if feedback:
         lines.append(f"Feedback: {feedback['received']} received, {feedback['added']} added, "
                      f"{feedback['refused']} refused{feedback_reasons(feedback)}.")
