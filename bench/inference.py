@@ -20,10 +20,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from bench.common import LITE0, ROOT, SHARED, machine, p50, p95, table, timed
-
-sys.path.insert(0, str(ROOT / "space"))
-import image_io  # noqa: E402
-import inference  # noqa: E402
+from space import image_io, inference  # noqa: E402
 
 
 def full_backward_grad_cam(model, image, classifier) -> None:

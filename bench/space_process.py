@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from bench.common import ROOT, SHARED
+from bench.common import SHARED
 from training.pipeline.runinfo import peak_rss_mib
 
-sys.path.insert(0, str(ROOT / "space"))
-sys.modules.setdefault("triton", None)  # what app.py does first when it runs as the Space (__main__)
-import app  # noqa: E402 - the Space's own imports are part of what is measured
-import inference  # noqa: E402
+sys.modules.setdefault("triton", None)  # what the Space's app.py (space/launcher.py) does first
+from space import app, inference  # noqa: E402 - the Space's own imports are part of what is measured
 
 
 def main() -> None:

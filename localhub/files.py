@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from .app import Hub, JsonBody, field, repo_type
+from .hub import Hub, JsonBody, field, repo_type
 from .paths import check_path
 from .refs import load_discussion, open_pull_request, record_commit
 from .storage import BlobWriter, HubError, is_lfs

@@ -11,11 +11,10 @@ import secrets
 
 from fastapi import APIRouter, Request
 
-from .app import Hub, JsonBody, field, repo_type
+from .hub import Hub, JsonBody, field, repo_type
 from .paths import check_tree
 from .storage import HubError, Repo, atomic_write, now
 
-STATUSES = ("open", "closed", "merged", "draft")
 REF_KINDS = {"heads": "branch", "tags": "tag"}
 
 

@@ -6,7 +6,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .app import Hub, JsonBody, field, repo_type
+from .hub import Hub, JsonBody, field, repo_type
 from .storage import REPO_TYPES, HubError, Repo
 
 MAX_YAML_BYTES = 100 * 1024  # a card's front matter; YAML parsing time grows fast with size

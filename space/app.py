@@ -9,25 +9,27 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 
-if __name__ == "__main__":  # the Space's own process (importing app for tests changes nothing global):
-    # Triton is a GPU kernel compiler this CPU Space never uses, yet torchvision's import (via
-    # torch._dynamo) loads it when installed (tens of MB of RSS). A None entry makes it "not installed".
-    sys.modules.setdefault("triton", None)
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-import inference
-from feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
-from image_io import MAX_FILE_BYTES, BadImage, load_upload
-from inference import CAM_METHODS, get_classifier, model_id, overlay  # noqa: E402
-from texts import page_title  # noqa: E402
+from . import inference
+from .feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
+from .image_io import MAX_FILE_BYTES, BadImage, limit_pillow, load_upload
+from .inference import CAM_METHODS, SPACE_ROOT, get_classifier, model_id, overlay
+from .texts import page_title
 
 logger = logging.getLogger("avp-space")
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUTPUT_DIR = tempfile.mkdtemp(prefix="avp-space-outputs-")
 KEEP_OUTPUTS = 256
+_output_dir: str | None = None
+
+
+def output_dir() -> str:
+    """The folder for output images, made on first use (importing the app makes none)."""
+    global _output_dir
+    if _output_dir is None:
+        _output_dir = tempfile.mkdtemp(prefix="avp-space-outputs-")
+    return _output_dir
 
 
 def upload_input(**kwargs) -> gr.Image:
@@ -77,13 +79,14 @@ def as_file(image) -> str:
     """
     data = io.BytesIO()
     image.save(data, format="PNG")
-    path = os.path.join(OUTPUT_DIR, hashlib.sha256(data.getvalue()).hexdigest()[:32] + ".png")
+    folder = output_dir()
+    path = os.path.join(folder, hashlib.sha256(data.getvalue()).hexdigest()[:32] + ".png")
     if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(dir=OUTPUT_DIR, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data.getvalue())
         os.replace(tmp, path)
-    for old in sorted(glob.glob(os.path.join(OUTPUT_DIR, "*.png")), key=os.path.getmtime)[:-KEEP_OUTPUTS]:
+    for old in sorted(glob.glob(os.path.join(folder, "*.png")), key=os.path.getmtime)[:-KEEP_OUTPUTS]:
         with contextlib.suppress(OSError):
             os.unlink(old)
     return path
@@ -133,7 +136,7 @@ PRIVACY = ("What is kept when you send a correction: the picture, your answer, t
 
 def feedback_store(classifier: inference.Classifier) -> FeedbackStore | None:
     """The store for corrections when this Space is configured for them and has a write token, else None."""
-    dataset_id, token = configured_dataset(HERE), os.environ.get("HF_TOKEN")
+    dataset_id, token = configured_dataset(SPACE_ROOT), os.environ.get("HF_TOKEN")
     if not dataset_id or not token:
         return None
     return FeedbackStore(dataset_id, classifier.labels, token)
@@ -167,14 +170,15 @@ def about(classifier: inference.Classifier) -> str:
 
 def page_text(labels: list[str]) -> dict:
     """Title and description from ``space.json`` (written when the Space was published), else from the labels."""
-    path = os.path.join(HERE, "space.json")
+    path = os.path.join(SPACE_ROOT, "space.json")
     saved = json.loads(open(path, encoding="utf-8").read()) if os.path.isfile(path) else {}
     return {"title": saved.get("title") or page_title(labels), "description": saved.get("description")}
 
 
 def build_demo() -> gr.Blocks:
+    limit_pillow()  # the server's one global set-up: Pillow refuses absurd images at open
     classifier = get_classifier()
-    examples_dir = os.path.join(HERE, "examples")
+    examples_dir = os.path.join(SPACE_ROOT, "examples")
     examples = sorted(os.path.join(examples_dir, f) for f in os.listdir(examples_dir)) \
         if os.path.isdir(examples_dir) else []
     text = page_text(classifier.labels)

@@ -19,8 +19,9 @@ import uuid
 from collections import defaultdict, deque
 from pathlib import Path
 
-from ood import NEITHER
 from PIL import Image
+
+from .ood import NEITHER
 
 MAX_PENDING = 500  # corrections written but not yet pushed; beyond this the Space asks visitors to wait
 PER_CLIENT = (5, 60.0)  # at most 5 corrections per client per 60 s

@@ -17,7 +17,11 @@ MIN_SIDE = 16
 MAX_ASPECT = 20
 WORK_SIDE = 1024  # images are shrunk to at most this before the model and the heatmap
 FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"}
-Image.MAX_IMAGE_PIXELS = 4 * MAX_PIXELS  # Pillow refuses anything bigger at open, before decoding
+
+
+def limit_pillow() -> None:
+    """Pillow refuses anything above twice this at open, before decoding (set once by the server's start-up)."""
+    Image.MAX_IMAGE_PIXELS = 4 * MAX_PIXELS
 
 
 class BadImage(ValueError):
@@ -71,8 +75,8 @@ def load_upload(path: str | os.PathLike | None) -> Image.Image:
     if image.format in ("JPEG", "MPO"):
         image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # DCT scaling: a 40 MP JPEG decodes at 1/8 size, cheaply
     elif width * height > MAX_PIXELS:
-        raise BadImage(f"The image is {width}×{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels "
-                       "for this format.")
+        raise BadImage(f"The image has too many pixels ({width}×{height}); the limit is "
+                       f"{MAX_PIXELS // 1_000_000} megapixels for this format.")
     try:
         if getattr(image, "is_animated", False):
             image = next(ImageSequence.Iterator(image)).copy()  # the first frame

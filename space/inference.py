@@ -17,11 +17,12 @@ import numpy as np
 import timm
 import torch
 import yaml
-from cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: F401
-from ood import NEITHER, SURE, UNSURE, ood_score, verdict
 from PIL import Image
-from texts import neither_text, unsure_text
 from torch import nn
+
+from .cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: F401
+from .ood import NEITHER, SURE, UNSURE, ood_score, verdict
+from .texts import neither_text, unsure_text
 
 
 @dataclass
@@ -113,13 +114,15 @@ class Classifier:
 
 
 _classifier: Classifier | None = None
+# The Space's root: its README.md, examples/, space.json and feedback.json sit beside this package.
+SPACE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def model_id() -> str:
     """MODEL_ID from the environment, else the first of ``models:`` in this Space's README."""
     if os.environ.get("MODEL_ID"):
         return os.environ["MODEL_ID"]
-    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+    readme = os.path.join(SPACE_ROOT, "README.md")
     front_matter = open(readme, encoding="utf-8").read().split("---")[1]
     models = yaml.safe_load(front_matter).get("models") or []
     if not models:

@@ -47,7 +47,7 @@ def hub():
 @pytest.fixture(scope="session")
 def avp_dataset():
     """The dataset built from the shared data, and its report (built once per session)."""
-    from training.dataset import DatasetArguments, build_dataset
+    from training.pipeline.folder import DatasetArguments, build_dataset
 
     assert DATA_DIR.is_dir(), f"the shared data must lie beside the repo: {DATA_DIR}"
     return build_dataset(DatasetArguments(data_dir=str(DATA_DIR)))
@@ -74,9 +74,8 @@ def lite0(hub) -> str:
 @pytest.fixture(scope="session")
 def trained_model(hub_dataset, lite0, tmp_path_factory):
     """A short real run (mirrored Lite0, a subset of train, all of validation), pushed as demo/avp-model-test by
-    the path every pushed model takes (training/release.py: train, faithfulness, card, push)."""
-    from training.release import release
-    from training.train import TrainArguments
+    the path every pushed model takes (training.train.release: train, faithfulness, card, push)."""
+    from training.train import TrainArguments, release
 
     output_dir = tmp_path_factory.mktemp("train")
     args = TrainArguments(dataset_id=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
@@ -98,11 +97,8 @@ def fresh_hf_home(tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def app_url(trained_model):
     """The Space's app serving the test model, in this process (one per test module)."""
-    sys.path.insert(0, str(ROOT / "space"))
     os.environ["MODEL_ID"] = trained_model[2]
-    import app
-    import image_io
-    import inference
+    from space import app, image_io, inference
 
     inference._classifier = None  # load this model, whatever an earlier module loaded
     demo = app.build_demo()

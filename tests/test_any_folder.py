@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from PIL import Image, ImageDraw
 
 from localhub.ctl import free_port
-from tests.conftest import ROOT, run_module
+from tests.conftest import run_module
 from training.errors import UserError
 
 COLOURS = [(230, 40, 40), (40, 200, 60), (40, 80, 230), (240, 200, 30), (160, 50, 200), (30, 200, 200),
@@ -67,7 +66,7 @@ def shapes_folder(root: Path, classes: int, per_class: int, split: bool = False,
 
 
 def test_single_folder_gets_a_seeded_stratified_leak_free_split(tmp_path):
-    from training.dataset import DatasetArguments, build_dataset
+    from training.pipeline.folder import DatasetArguments, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=20)
     duplicate = folder / "disc" / "0.png"
@@ -89,7 +88,7 @@ def test_single_folder_gets_a_seeded_stratified_leak_free_split(tmp_path):
 
 
 def test_class_with_one_image_cannot_be_split(tmp_path):
-    from training.dataset import DatasetArguments, build_dataset
+    from training.pipeline.folder import DatasetArguments, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=6)
     for extra in list((folder / "square").iterdir())[1:]:
@@ -180,10 +179,8 @@ def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):
         shape_image(SHAPES.index("square"), np.random.default_rng(99)))
     assert top[0]["label"] == "square"
 
-    sys.path.insert(0, str(ROOT / "space"))
     os.environ["MODEL_ID"] = "demo/shapes-classifier"
-    import app
-    import inference
+    from space import app, inference
 
     inference._classifier = None
     demo = app.build_demo()
@@ -251,7 +248,7 @@ def test_confusion_matrix_grows_with_the_class_count(tmp_path):
 
 
 def test_report_names_the_imbalance(tmp_path):
-    from training.dataset import DatasetArguments, build_dataset
+    from training.pipeline.folder import DatasetArguments, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=30)
     for extra in sorted((folder / "triangle").iterdir())[6:]:

@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard, HfApi
 from PIL import Image
 
 from tests.conftest import DATA_DIR, fresh_hf_home, run_module
-from training.dataset import DatasetArguments, build_dataset
+from training.pipeline.folder import DatasetArguments, build_dataset
 from training.pipeline.images import decode_image
 
 REQUIRED_YAML = ("license", "task_categories", "size_categories", "pretty_name", "tags", "dataset_info", "configs")

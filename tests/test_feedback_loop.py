@@ -1,7 +1,6 @@
 """The retraining loop: corrections from the Space, checked intake, the mislabel finder."""
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -9,9 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import DATA_DIR, ROOT, TOKEN
-
-sys.path.insert(0, str(ROOT / "space"))
+from tests.conftest import DATA_DIR, TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +17,7 @@ def feedback_app(trained_model):
     from localhub.ctl import free_port
 
     os.environ.update(MODEL_ID=trained_model[2], FEEDBACK_DATASET="demo/avp-feedback-test", FEEDBACK_FLUSH_SECONDS="1")
-    import app
-    import image_io
-    import inference
+    from space import app, image_io, inference
 
     inference._classifier = None
     demo = app.build_demo()
@@ -72,8 +67,7 @@ def test_corrections_reach_a_private_dataset(feedback_app, trained_model, tmp_pa
 
 
 def test_without_a_token_feedback_is_refused_and_nothing_written(trained_model, monkeypatch):
-    import app
-    import inference
+    from space import app, inference
 
     monkeypatch.setenv("MODEL_ID", trained_model[2])
     monkeypatch.setenv("FEEDBACK_DATASET", "demo/avp-feedback-none")

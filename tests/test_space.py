@@ -16,11 +16,8 @@ import torch
 from PIL import Image
 
 from localhub.ctl import free_port
+from space import image_io, inference  # noqa: E402
 from tests.conftest import DATA_DIR, ROOT
-
-sys.path.insert(0, str(ROOT / "space"))  # the Space runs from its own folder, as on the Hub
-import image_io  # noqa: E402
-import inference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +25,7 @@ def random_resnet50(hub, tmp_path_factory) -> str:
     """A frozen ResNet50 with random weights and a 2-class head, in the model repo layout."""
     from huggingface_hub import HfApi
 
-    from training.pipeline.model import build_model
-    from training.publishing.model_card import save_model
+    from training.pipeline.model import build_model, save_model
 
     folder = save_model(build_model("resnet50", 2, pretrained=False), ["alien", "predator"],
                         tmp_path_factory.mktemp("resnet50"))
@@ -303,9 +299,17 @@ def test_real_browser_uploads_an_example_and_sees_label_and_heatmap(app_url, tra
 
 
 def test_importing_the_space_changes_no_global_state():
-    """Only the Space's own process (app.py run as __main__) keeps triton out; an import changes nothing."""
-    code = ("import os, sys; before = dict(os.environ); sys.path.insert(0, 'space'); import app, inference; "
+    """Only the Space's own process (its app.py, space/launcher.py) keeps triton out; an import of the package
+    changes nothing: no environment, no Pillow limit, no temporary folder."""
+    code = ("import os, sys, tempfile, glob; from PIL import Image; before = dict(os.environ); "
+            "pixels = Image.MAX_IMAGE_PIXELS; temps = set(glob.glob(tempfile.gettempdir() + '/avp-space-*')); "
+            "from space import app, inference, ood, feedback; "
             "assert sys.modules.get('triton', 'absent') is not None, 'triton blocked by an import'; "
-            "assert dict(os.environ) == before, 'environment changed'; print('ok')")
+            "assert dict(os.environ) == before, 'environment changed'; "
+            "assert Image.MAX_IMAGE_PIXELS == pixels, 'Pillow limit changed'; "
+            "assert set(glob.glob(tempfile.gettempdir() + '/avp-space-*')) == temps, 'temporary folder made'; "
+            "import training.pipeline.corrections as c; assert c.NEITHER is ood.NEITHER; "
+            "assert 'ood' not in sys.modules and 'inference' not in sys.modules, 'a second module object'; "
+            "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,11 @@ from huggingface_hub import HfApi, hf_hub_download
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
+from space import inference  # noqa: E402
+from space import ood as space_ood  # noqa: E402
+from tests.conftest import DATA_DIR, fresh_hf_home, run_module
 from training.pipeline.calibration import expected_calibration_error, fit_temperature
 from training.pipeline.ood import fit_statistics, limit
-
-sys.path.insert(0, str(ROOT / "space"))
-import inference  # noqa: E402
-import ood as space_ood  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,11 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from .cli import parse
-from .dataset import DatasetArguments, build_dataset, leak_summary
 from .errors import UserError, hub_errors
+from .pipeline.folder import DatasetArguments, build_dataset, leak_summary
 from .publish_space import SpaceArguments, publish_space
 from .publishing.dataset_card import CardText, push_dataset
-from .release import release
-from .train import TrainArguments
+from .train import TrainArguments, release
 
 
 @dataclass

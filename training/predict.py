@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from .errors import UserError, hub_errors
 from .pipeline.extractor import feature_extractor, keep_freed_memory
 from .pipeline.images import BadImageError, is_hidden, read_image
 
-SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -58,9 +56,7 @@ def expand(paths: list[str]) -> list[Path]:
 
 
 def load_classifier(args: PredictArguments):
-    if str(SPACE_DIR) not in sys.path:
-        sys.path.insert(0, str(SPACE_DIR))
-    from inference import Classifier
+    from space.inference import Classifier
 
     with hub_errors(f"loading model {args.model_id}"):
         return Classifier(args.model_id, revision=args.revision)

@@ -22,9 +22,10 @@ from .errors import hub_errors
 from .pipeline.data import load_splits
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
-SPACE_FILES = ("app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py", "texts.py",
-               "requirements.txt",
-               "README.md")
+# The Space repo: app.py (space/launcher.py), README.md and requirements.txt at its root, the package in space/.
+ROOT_FILES = {"launcher.py": "app.py", "README.md": "README.md", "requirements.txt": "requirements.txt"}
+PACKAGE_FILES = ("__init__.py", "app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py",
+                 "texts.py")
 
 
 @dataclass
@@ -79,8 +80,11 @@ def publish_space(args: SpaceArguments) -> str:
     api = HfApi()
     with hub_errors(f"publishing Space {args.space_id}"), tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name in SPACE_FILES:
-            shutil.copy(SPACE_DIR / name, folder / name)
+        for name, published in ROOT_FILES.items():
+            shutil.copy(SPACE_DIR / name, folder / published)
+        (folder / "space").mkdir()
+        for name in PACKAGE_FILES:
+            shutil.copy(SPACE_DIR / name, folder / "space" / name)
         previous = published_text(api, args.space_id)  # a refresh keeps the texts it was published with
         args.title, args.description = args.title or previous.get("title"), args.description or previous.get(
             "description")
@@ -105,7 +109,8 @@ def publish_space(args: SpaceArguments) -> str:
             (folder / "examples" / name).write_bytes(data)
         api.create_repo(args.space_id, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True)
         info = api.upload_folder(repo_id=args.space_id, repo_type="space", folder_path=folder,
-                                 commit_message=f"Space for {args.model_id}", delete_patterns=["examples/*"])
+                                 commit_message=f"Space for {args.model_id}",
+                                 delete_patterns=["examples/*", "space/*", "*.py"])  # also an older flat layout
     return info.commit_url
 
 

@@ -11,7 +11,7 @@ the Space refreshed, only when every rule of the gate passes: leak-free accuracy
 validation "neither" rate within their limits or not worse, OOD AUROC not down by more than 0.01.
 Otherwise the pull request stays open and the command exits 2. ``--force`` merges anyway;
 ``--no_merge`` leaves the decision to a person. A new repo gets its first model on ``main`` directly.
-Training, faithfulness, card and push are the one path every pushed model takes (training/release.py).
+Training, faithfulness, card and push are the one path every pushed model takes (``training.train.release``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from .cli import parse
 from .errors import UserError, hub_errors
 from .publish_space import SpaceArguments, publish_space
 from .publishing.gate import GATE_METRIC, MAX_ECE, MAX_NEITHER, comparison_table, failures, metrics
-from .release import release
-from .train import DEPRECATED, TrainArguments
+from .train import DEPRECATED, TrainArguments, release
 
 REPLACED = {"dataset", "dataset_id", "model_id", "push_to_hub", "output_dir", "resume"}  # set by this command
 

@@ -14,6 +14,11 @@ The two jobs of ``train()``:
    ``results.json``, ``run.json`` and the plots.
 
 Several processes (``torchrun``/``accelerate launch``) shard both the backbone passes and the head batches.
+
+``release`` is the one path from arguments to a published model — train, measure the heatmaps'
+faithfulness (``cam_method``), write the card, push (to main or as a pull request) — that
+``--push_to_hub``, ``training.demo`` and ``training.retrain`` all take, so every pushed model has the
+same files and card sections.
 """
 
 from __future__ import annotations
@@ -21,20 +26,22 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from huggingface_hub import CommitInfo
+from safetensors.torch import save_file
 
 from .cli import Renamed, RepoIdFlag, check_choice, parse, require
+from .faithfulness import FaithfulnessArguments
+from .faithfulness import measure as measure_faithfulness
 from .pipeline.augment import VARIANTS, build_transform
-from .pipeline.checkpoints import resume_state, save_checkpoint
 from .pipeline.data import TrainingData, make_loader, training_data
 from .pipeline.extractor import (
     PRECISIONS,
@@ -44,23 +51,16 @@ from .pipeline.extractor import (
     image_features,
     keep_freed_memory,
 )
-from .pipeline.features import FeatureBank, bank_loader, feature_passes, split_features, write_bank
-from .pipeline.head import (
-    StandardizedHead,
-    class_weights,
-    cross_fit_folds,
-    head_optimizer,
-    out_of_fold_logits,
-    predict_proba,
-    train_one_epoch,
-)
+from .pipeline.features import FeatureBank, feature_passes, split_features, write_bank
+from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
 from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix
 from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_of_fold_probabilities, save_thumbnails
-from .pipeline.model import DEFAULT_BACKBONE, build_model, data_config
+from .pipeline.model import DEFAULT_BACKBONE, build_model, data_config, save_model
 from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
 from .pipeline.trust import calibrate, fit_ood
+from .publishing.model_card import push_model
 
 DEPRECATED = (Renamed("dataset", "dataset_id"), RepoIdFlag("push_to_hub", "model_id"))
 
@@ -214,7 +214,8 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
         rows = kept_rows(mislabels["flagged_indices"], x.bank)
         mislabels["comparison"] = compare_dropping(x.model.get_classifier(), x.bank, rows, x.validation[0],
                                                    x.validation_labels, accelerator, args)
-    linear, state = best_head(args, x, rows, accelerator, output_dir)
+    linear, state = best_head(x.model.get_classifier(), x.bank, x.holdout, x.holdout_labels, rows, accelerator,
+                              args, output_dir)
     calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, fold_labels, x.validation[0],
                             x.validation_labels, output_dir)
     ood_report, ood_config, ood_statistics = fit_ood(
@@ -240,43 +241,8 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     return results
 
 
-def best_head(args: TrainArguments, x: Extracted, rows: torch.Tensor, accelerator: Accelerator,
-              output_dir: Path) -> tuple[torch.nn.Linear, dict]:
-    """The model's head trained for ``epochs`` on ``rows`` of the bank; the epoch best on the holdout, folded."""
-    checkpoints = output_dir / "checkpoints"
-    head = StandardizedHead(x.model.get_classifier(), *x.bank.mean_std(rows))
-    loader = bank_loader(x.bank, rows, args.batch_size)
-    order = loader.generator  # the prepared loader shuffles with it: reseeded per epoch below
-    weight = class_weights(x.bank.labels[rows], head.linear.out_features, args.class_weight)
-    optimizer, scheduler = head_optimizer(head, len(loader), args, args.gradient_accumulation_steps)
-    head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
-    weight = None if weight is None else weight.to(accelerator.device)
-    state = resume_state(accelerator, checkpoints) if args.resume else {"epoch": -1, "best_holdout": -1.0}
-    for epoch in tqdm(range(state["epoch"] + 1, args.epochs), desc="head epochs",
-                      disable=not accelerator.is_main_process):
-        set_seed(args.seed + epoch)  # an epoch depends on (seed, epoch) only: resume is exact
-        order.manual_seed(args.seed + epoch)
-        loss = train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
-        loss = accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean").item()  # every process's
-        probs = predict_proba(accelerator.unwrap_model(head), x.holdout, tta=False)
-        holdout_accuracy = (probs.argmax(-1) == x.holdout_labels).float().mean().item()
-        state["epoch"] = epoch
-        if holdout_accuracy >= state["best_holdout"]:  # selection on the holdout, never on validation; ties: later
-            state.update(best_holdout=holdout_accuracy, best_epoch=epoch)
-            if accelerator.is_main_process:
-                save_file(accelerator.unwrap_model(head).state_dict(), output_dir / "best_head.safetensors")
-        save_checkpoint(accelerator, checkpoints, state, {"epoch": epoch, "train_loss": loss,
-                                                          "holdout_accuracy": holdout_accuracy}, output_dir)
-    accelerator.wait_for_everyone()
-    head = accelerator.unwrap_model(head)
-    head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
-    return head.fold(), state  # the saved model is a plain timm model: the scaling now lives in its head
-
-
 def save_outputs(model, results: dict, args: TrainArguments, class_names: list[str], output_dir: Path,
                  config: dict, extra_config: dict, ood_statistics: dict) -> None:
-    from .publishing.model_card import save_model
-
     save_model(model, class_names, output_dir / "model", config, extra_config)
     save_file(ood_statistics, output_dir / "model" / "ood.safetensors")
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -285,11 +251,33 @@ def save_outputs(model, results: dict, args: TrainArguments, class_names: list[s
                           f"validation, accuracy {results['validation']['accuracy']:.3f}")
 
 
+@dataclass
+class Released:
+    results: dict
+    faithfulness: dict | None  # None in the processes other than the main one
+    commit: CommitInfo | None  # None when nothing was pushed (not the main process)
+
+
+def release(args: TrainArguments, study_dir: Path | None = None, create_pr: bool = False,
+            describe: Callable[[dict], tuple[str | None, str | None]] | None = None) -> Released:
+    """Train with ``args``, measure the heatmaps' faithfulness and push to ``args.model_id`` with the card.
+
+    ``describe(results)`` gives the commit message and description (the gate's table for a pull request).
+    Under several processes only the main one measures and pushes.
+    """
+    results = train(args)
+    if not PartialState().is_main_process:
+        return Released(results, None, None)
+    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=args.output_dir, dataset_id=args.dataset_id))
+    message, description = describe(results) if describe else (None, None)
+    commit = push_model(Path(args.output_dir), args.model_id, args, args.private, study_dir=study_dir,
+                        message=message, create_pr=create_pr, description=description)
+    return Released(results, faithfulness, commit)
+
+
 def main() -> None:
     args = parse(TrainArguments, __doc__, deprecated=DEPRECATED)
-    if args.push_to_hub:  # the one path every pushed model takes (training/release.py)
-        from .release import release
-
+    if args.push_to_hub:
         released = release(args, study_dir=Path(args.study_dir))
         results = released.results
     else:

@@ -31,7 +31,7 @@ def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -
                 raise UserError(f"dataset {source}: the {split!r} split is empty")
         dataset = load_from_disk(str(path))
     elif path.is_dir():
-        from ..dataset import DatasetArguments, build_dataset
+        from .folder import DatasetArguments, build_dataset
 
         dataset, _ = build_dataset(DatasetArguments(data_dir=str(path), validation_fraction=validation_fraction,
                                                     seed=seed))

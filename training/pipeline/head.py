@@ -7,13 +7,18 @@ plain linear layer, so the saved model stays a plain timm model.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
+from tqdm.auto import tqdm
 
+from .checkpoints import resume_state, save_checkpoint
 from .features import FeatureBank, bank_loader
 
 CALIBRATION_FOLDS = 5
@@ -139,3 +144,37 @@ def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, 
         labels.append(bank.labels[plain_rows])
         rows_out.append(plain_rows)
     return torch.cat(logits), torch.cat(labels), torch.cat(rows_out)
+
+
+def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdout_labels: torch.Tensor,
+              rows: torch.Tensor, accelerator, args, output_dir: Path) -> tuple[nn.Linear, dict]:
+    """``linear`` trained for ``args.epochs`` on ``rows`` of the bank, checkpointed each epoch (``args.resume``
+    continues); the epoch best on the holdout ((2, N, D): the image and its mirror), folded."""
+    checkpoints = output_dir / "checkpoints"
+    head = StandardizedHead(linear, *bank.mean_std(rows))
+    loader = bank_loader(bank, rows, args.batch_size)
+    order = loader.generator  # the prepared loader shuffles with it: reseeded per epoch below
+    weight = class_weights(bank.labels[rows], head.linear.out_features, args.class_weight)
+    optimizer, scheduler = head_optimizer(head, len(loader), args, args.gradient_accumulation_steps)
+    head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
+    weight = None if weight is None else weight.to(accelerator.device)
+    state = resume_state(accelerator, checkpoints) if args.resume else {"epoch": -1, "best_holdout": -1.0}
+    for epoch in tqdm(range(state["epoch"] + 1, args.epochs), desc="head epochs",
+                      disable=not accelerator.is_main_process):
+        set_seed(args.seed + epoch)  # an epoch depends on (seed, epoch) only: resume is exact
+        order.manual_seed(args.seed + epoch)
+        loss = train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
+        loss = accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean").item()  # every process's
+        probs = predict_proba(accelerator.unwrap_model(head), holdout, tta=False)
+        holdout_accuracy = (probs.argmax(-1) == holdout_labels).float().mean().item()
+        state["epoch"] = epoch
+        if holdout_accuracy >= state["best_holdout"]:  # selection on the holdout, never on validation; ties: later
+            state.update(best_holdout=holdout_accuracy, best_epoch=epoch)
+            if accelerator.is_main_process:
+                save_file(accelerator.unwrap_model(head).state_dict(), output_dir / "best_head.safetensors")
+        save_checkpoint(accelerator, checkpoints, state, {"epoch": epoch, "train_loss": loss,
+                                                          "holdout_accuracy": holdout_accuracy}, output_dir)
+    accelerator.wait_for_everyone()
+    head = accelerator.unwrap_model(head)
+    head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
+    return head.fold(), state  # the saved model is a plain timm model: the scaling now lives in its head

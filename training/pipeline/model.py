@@ -1,8 +1,12 @@
-"""Models: a timm backbone, frozen, with a new head; and the seed's small CNN for the study."""
+"""Models: a timm backbone, frozen, with a new head; saving one in timm's Hub layout; the seed's small CNN."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import timm
+from timm.models import save_for_hf
 from torch import nn
 
 from ..errors import UserError, hub_errors
@@ -59,3 +63,23 @@ def small_cnn(in_chans: int = 3, num_classes: int = 2, size: int = 64) -> nn.Seq
 def data_config(model: nn.Module, crop_pct: float | None = None) -> dict:
     """Preprocessing from the model's ``pretrained_cfg`` (never hard-coded); ``crop_pct`` may override it."""
     return timm.data.resolve_data_config({"crop_pct": crop_pct} if crop_pct else {}, model=model)
+
+
+def save_model(model, class_names: list[str], directory: Path, data_config: dict | None = None,
+               extra_config: dict | None = None) -> Path:
+    """``model.safetensors`` + ``config.json`` with label names, the preprocessing config and ``extra_config``
+    (top-level keys timm and transformers ignore: the OOD method and threshold, the folded temperature).
+
+    timm records ``num_classes`` inside ``model_args`` too; transformers' TimmWrapper then fails
+    (``KeyError: 'num_classes'``), so it is kept only at the top level, where timm reads it anyway.
+    """
+    save_for_hf(model, str(directory), model_config={"label_names": list(class_names)}, safe_serialization=True,
+                data_config=data_config)
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config.get("model_args", {}).pop("num_classes", None)
+    if not config.get("model_args"):
+        config.pop("model_args", None)
+    config.update(extra_config or {})
+    config_path.write_text(json.dumps(config, indent=2))
+    return directory

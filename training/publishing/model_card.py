@@ -1,4 +1,4 @@
-"""Save a trained model in timm's Hub layout (safetensors only) and push it with its model card."""
+"""Push a saved model (``pipeline/model.save_model``) with its model card and the run's evidence."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
-from timm.models import save_for_hf
 
 from ..errors import hub_errors
 
@@ -15,26 +14,6 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
 UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "README.md", "results.json", "run.json",
             "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "suspects.png",
             "study.json", "study.png")
-
-
-def save_model(model, class_names: list[str], directory: Path, data_config: dict | None = None,
-               extra_config: dict | None = None) -> Path:
-    """``model.safetensors`` + ``config.json`` with label names, the preprocessing config and ``extra_config``
-    (top-level keys timm and transformers ignore: the OOD method and threshold, the folded temperature).
-
-    timm records ``num_classes`` inside ``model_args`` too; transformers' TimmWrapper then fails
-    (``KeyError: 'num_classes'``), so it is kept only at the top level, where timm reads it anyway.
-    """
-    save_for_hf(model, str(directory), model_config={"label_names": list(class_names)}, safe_serialization=True,
-                data_config=data_config)
-    config_path = directory / "config.json"
-    config = json.loads(config_path.read_text())
-    config.get("model_args", {}).pop("num_classes", None)
-    if not config.get("model_args"):
-        config.pop("model_args", None)
-    config.update(extra_config or {})
-    config_path.write_text(json.dumps(config, indent=2))
-    return directory
 
 
 def base_model_id(backbone: str) -> str | None:

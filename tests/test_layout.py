@@ -1,0 +1,68 @@
+"""The code's shape, drawn from its imports: no cycle, no stage importing a command, the Space one package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("training", "space", "localhub", "bench")
+COMMANDS = {"dataset", "train", "predict", "faithfulness", "publish_space", "demo", "retrain", "study"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Project modules ``path`` imports, anywhere in the file (function-level imports count too)."""
+    name, found = module_name(path), set()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    modules = {module_name(p): p for p in files}
+    return {name: {m for m in imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_no_import_cycle():
+    edges, state, cycles = graph(), {}, []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_no_stage_imports_a_command_and_the_space_is_one_package():
+    edges = graph()
+    stages = {m: deps for m, deps in edges.items() if m.startswith("training.pipeline")}
+    assert stages, "no stages found"
+    for stage, deps in stages.items():
+        assert not {d for d in deps if d.startswith("training.") and d.split(".")[1] in COMMANDS}, stage
+    flat = {"app", "inference", "ood", "cam", "feedback", "image_io", "texts"}
+    for path in (p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")):
+        if path.name != "launcher.py":
+            assert not imports(path) & flat, f"{path} imports a Space module outside the space package"
