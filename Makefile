@@ -14,7 +14,7 @@ HF_HOME_LOCAL = $(CURDIR)/.cache/localhub-hf
 HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$${LOCALHUB_TOKEN:-$$(cat $(abspath $(HUB_DIR))/token)} \
 	HF_HUB_DISABLE_XET=1 HF_HOME=$(HF_HOME_LOCAL)
 
-.PHONY: venv hub hub-stop demo space study retrain bench browser test lint
+.PHONY: venv hub hub-stop demo space study retrain bench browser test test-fast lint
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -67,6 +67,11 @@ browser:
 test: venv browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The tier to run after every change (no backbone training, no Gradio server, no subprocess): about 2 minutes.
+test-fast: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow"
 
 lint: venv
 	$(PY) -m ruff check .

@@ -32,6 +32,16 @@ os.environ.update({
 os.environ.pop("HF_HUB_OFFLINE", None)
 
 
+# A test that needs one of these trains a backbone or serves the Space: it is slow whatever its body does.
+SLOW_FIXTURES = {"trained_model", "app_url", "feedback_app"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def hub():
     """The local Hub for this test session; yields its endpoint."""

@@ -143,9 +143,11 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
             loss.backward()
 
     bank = save_bank(tmp_path / "bank", list(features.split(len(train))), labels)
-    logits, _, rows = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), bank, NoAccelerator(), args,
-                                         cross_fit_folds(labels, None, args.seed))
-    probs = out_of_fold_probabilities(logits, rows % len(train), len(train))
+    held_out = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), bank, NoAccelerator(), args,
+                                  cross_fit_folds(labels, None, args.seed))
+    assert held_out.logits(0).shape == held_out.logits().shape == (2 * len(train), 2)
+    assert not torch.equal(held_out.logits(0), held_out.logits())  # the fold heads after their first and last epoch
+    probs = out_of_fold_probabilities(held_out.logits(), held_out.rows % len(train), len(train))
     found = find_suspects(probs, labels.numpy(), train["file"], ["alien", "predator"])
     top = {s["index"] for s in found["suspects"]}
     assert len(set(flipped.tolist()) & top) >= 7, (sorted(flipped.tolist()), sorted(top))

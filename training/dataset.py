@@ -3,13 +3,8 @@
     python -m training.dataset --data_dir path/to/leaves --dataset_id you/leaves --push_to_hub \
         --title "Leaves" --license cc-by-4.0
 
-Layouts: ``<data_dir>/{train,validation}/<class>/<image>``, or ``<data_dir>/<class>/<image>`` (also
-``<data_dir>/train/<class>/<image>`` alone), which gets a seeded validation split, stratified by
-class, with near-duplicate groups kept on one side so the split makes no leaks. Every file is
-decoded by content and fully verified; the report lists formats, sizes, class balance, exact
-duplicates (same decoded pixels) and near duplicates (perceptual hash within
-``near_duplicate_threshold`` bits), inside train and between train and validation. Validation rows
-that duplicate a training image get ``leak=True``.
+Layouts, checks and the report: ``training/pipeline/folder.py`` (a seeded, stratified, leak-free
+validation split for a single folder; every file decoded by content; exact and near duplicates).
 """
 
 from __future__ import annotations

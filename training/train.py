@@ -205,9 +205,9 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     # Every training image scored by heads that never saw it (nor its near duplicates): for calibration, the
     # mislabel finder and the "neither" limits.
     fold_of = cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
-    fold_logits, fold_labels, fold_rows = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args,
-                                                             fold_of)
-    mislabels = find_suspects(out_of_fold_probabilities(fold_logits, fold_rows % x.bank.images, len(data.train)),
+    held_out = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args, fold_of)
+    mislabels = find_suspects(out_of_fold_probabilities(held_out.logits(), held_out.rows % x.bank.images,
+                                                        len(data.train)),
                               np.asarray(data.train["label"]), data.files, data.class_names)
     rows = torch.arange(len(x.bank))
     if args.drop_suspects:
@@ -216,10 +216,11 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                                                    x.validation_labels, accelerator, args)
     linear, state = best_head(x.model.get_classifier(), x.bank, x.holdout, x.holdout_labels, rows, accelerator,
                               args, output_dir)
-    calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, fold_labels, x.validation[0],
+    fold_logits = held_out.logits(state["best_epoch"])  # the fold heads after as many epochs as the final head
+    calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, held_out.labels, x.validation[0],
                             x.validation_labels, output_dir)
     ood_report, ood_config, ood_statistics = fit_ood(
-        linear, calibration["temperature"], x.bank, fold_of, fold_logits, fold_rows, x.holdout.flatten(0, 1),
+        linear, calibration["temperature"], x.bank, fold_of, fold_logits, held_out.rows, x.holdout.flatten(0, 1),
         x.validation[0], x.validation_labels, x.ood, [item.part for item in x.ood_set], len(data.class_names),
         args.seed, (args.unsure_rate, args.neither_rate))
     ood_report["ood_set"] = describe(x.ood_set)
@@ -228,6 +229,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     results.update(calibration=calibration, ood=ood_report, mislabels=mislabels, feedback=data.feedback,
                    class_balance=class_balance(data.train["label"], data.validation["label"], data.class_names))
     results.update(best_epoch=state["best_epoch"], holdout_accuracy=state["best_holdout"],
+                   holdout_loss=state["best_holdout_loss"],
                    train_images=len(data.train), holdout_images=len(data.holdout), bank_size=len(rows),
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,

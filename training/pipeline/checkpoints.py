@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+FRESH_STATE = {"epoch": -1, "best_holdout": -1.0, "best_holdout_loss": float("inf")}  # before the first head epoch
+
 
 def save_checkpoint(accelerator, checkpoints: Path, state: dict, log: dict, output_dir: Path) -> None:
     path = checkpoints / f"epoch_{state['epoch']:03d}"
@@ -22,7 +24,7 @@ def save_checkpoint(accelerator, checkpoints: Path, state: dict, log: dict, outp
 def resume_state(accelerator, checkpoints: Path) -> dict:
     complete = sorted(c for c in checkpoints.glob("epoch_*") if (c / "trainer_state.json").is_file())
     if not complete:
-        return {"epoch": -1, "best_holdout": -1.0}  # killed before the first head epoch ended
+        return dict(FRESH_STATE)  # killed before the first head epoch ended
     accelerator.load_state(str(complete[-1]))
     state = json.loads((complete[-1] / "trainer_state.json").read_text())
     accelerator.print(f"resumed from {complete[-1]} (head epoch {state['epoch']} done)")
