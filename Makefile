@@ -38,7 +38,7 @@ space: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	rm -rf .cache/space && $(HUB_ENV) $(PY) -c "from huggingface_hub import snapshot_download; \
 		snapshot_download('demo/$(NAME)', repo_type='space', local_dir='.cache/space')"
-	cd .cache/space && $(HUB_ENV) GRADIO_SERVER_NAME=127.0.0.1 ../../$(PY) app.py
+	cd .cache/space && $(HUB_ENV) GRADIO_SERVER_NAME=127.0.0.1 $(abspath $(PY)) app.py
 
 # The seed's augmentation study (about 10 minutes on 2 cores); `make demo` then puts it in the card.
 study: venv

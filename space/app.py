@@ -16,7 +16,7 @@ import gradio as gr
 from . import inference
 from .feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
 from .image_io import MAX_FILE_BYTES, BadImage, limit_pillow, load_upload
-from .inference import CAM_METHODS, SPACE_ROOT, get_classifier, model_id, overlay
+from .inference import CAM_METHODS, SPACE_ROOT, get_classifier, overlay
 from .texts import page_title
 
 logger = logging.getLogger("avp-space")
@@ -165,7 +165,8 @@ def about(classifier: inference.Classifier) -> str:
         neither = "This model has no \"neither\" answer: any picture is forced into one of the classes."
     return (f"The model tells {classes} apart. {neither} Probabilities are calibrated on held-out training "
             "images; the heatmap shows where the model looked. It has seen only the training pictures: "
-            f"unusual styles may be misread. Model: `{model_id()}` (revision `{(classifier.revision or '')[:12]}`).")
+            f"unusual styles may be misread. Model: `{classifier.model_id or 'in memory'}` "
+            f"(revision `{(classifier.revision or '')[:12]}`).")
 
 
 def page_text(labels: list[str]) -> dict:

@@ -123,8 +123,9 @@ def model_id() -> str:
     if os.environ.get("MODEL_ID"):
         return os.environ["MODEL_ID"]
     readme = os.path.join(SPACE_ROOT, "README.md")
-    front_matter = open(readme, encoding="utf-8").read().split("---")[1]
-    models = yaml.safe_load(front_matter).get("models") or []
+    text = open(readme, encoding="utf-8").read() if os.path.isfile(readme) else ""
+    front_matter = text.split("---")[1] if text.startswith("---") else ""
+    models = (yaml.safe_load(front_matter) or {}).get("models") or []
     if not models:
         raise RuntimeError("no model to load: set MODEL_ID or list one under `models:` in README.md")
     return models[0]

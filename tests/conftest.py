@@ -89,7 +89,8 @@ def trained_model(hub_dataset, lite0, tmp_path_factory):
 
     output_dir = tmp_path_factory.mktemp("train")
     args = TrainArguments(dataset_id=hub_dataset, backbone=lite0, max_train_samples=160, augmented_views=1, epochs=4,
-                          output_dir=str(output_dir), model_id="demo/avp-model-test", push_to_hub=True)
+                          output_dir=str(output_dir), model_id="demo/avp-model-test", push_to_hub=True,
+                          faithfulness_images=4)
     results = release(args).results
     return args, results, "demo/avp-model-test"
 

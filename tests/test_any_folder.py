@@ -97,6 +97,7 @@ def test_class_with_one_image_cannot_be_split(tmp_path):
         build_dataset(DatasetArguments(data_dir=str(folder)))
 
 
+@pytest.mark.slow
 def test_hub_dataset_without_label_gets_one_line_naming_its_columns(hub, tmp_path):
     from datasets import Dataset
     from datasets import Image as ImageFeature
@@ -137,6 +138,7 @@ def test_imagefolder_dataset_from_the_hub_trains_as_is(hub, tmp_path):
     assert all(Image.open(io.BytesIO(data)).size == (80, 80) for _, data in examples)
 
 
+@pytest.mark.slow
 def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):
     """A folder the project never saw -> Hub dataset -> model (timm, pipeline) -> Space /classify."""
     from gradio_client import Client, handle_file

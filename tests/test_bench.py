@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from tests.conftest import run_module
 
 
@@ -10,6 +12,7 @@ def _rows(output: str) -> list[list[str]]:
             if line.startswith("| ") and not line.startswith("| loop") and not line.startswith("| model")]
 
 
+@pytest.mark.slow
 def test_train_throughput_quick():
     result = run_module("bench.train_throughput", "--quick")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -18,6 +21,7 @@ def test_train_throughput_quick():
     assert len(rows) == 4 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_inference_quick():
     result = run_module("bench.inference", "--quick")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -27,6 +31,7 @@ def test_inference_quick():
     assert all(re.fullmatch(r"\d+\.\d", r[3]) for r in rows)
 
 
+@pytest.mark.slow
 def test_roofline_quick():
     result = run_module("bench.roofline", "--quick")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -36,6 +41,7 @@ def test_roofline_quick():
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_scale_quick():
     result = run_module("bench.scale", "--quick")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -46,6 +52,7 @@ def test_scale_quick():
     assert [int(r[1]) for r in passes] == [8, 32]
 
 
+@pytest.mark.slow
 def test_space_process_loads_no_heavy_modules():
     result = run_module("bench.space_process")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -53,6 +60,7 @@ def test_space_process_loads_no_heavy_modules():
     assert re.search(r"peak RSS of the Space process .*: \d+ MiB", result.stdout)
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_quick(hub_dataset, lite0):
     result = run_module("bench.time_to_accuracy", "--quick", "--dataset_id", hub_dataset, "--backbone", lite0)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -63,6 +71,7 @@ def test_time_to_accuracy_quick(hub_dataset, lite0):
     assert "baseline accuracy per epoch:" in result.stdout
 
 
+@pytest.mark.slow
 def test_localhub_quick():
     result = run_module("bench.localhub", "--upload_mb", "8")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -51,6 +51,7 @@ class _no_warning:
         self.context.__exit__(*exc)
 
 
+@pytest.mark.slow
 def test_deprecated_push_to_hub_id_still_pushes_with_one_warning_line(hub, tmp_path):
     folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=6)
     result = run_module("training.dataset", "--data_dir", str(folder), "--push_to_hub", "demo/alias-test",
@@ -61,6 +62,7 @@ def test_deprecated_push_to_hub_id_still_pushes_with_one_warning_line(hub, tmp_p
     assert HfApi().repo_exists("demo/alias-test", repo_type="dataset")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("command", "args", "bad"), [
     ("train", ["--dataset_id", "x/y", "--augmentation", "sepia"], "'sepia'"),
     ("train", ["--dataset_id", "x/y", "--class_weight", "inverse"], "'inverse'"),
@@ -140,6 +142,7 @@ def test_study_runs_its_variants_and_seeds(tmp_path):
     assert (tmp_path / "study.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_gives_the_one_process_model(hub_dataset, tmp_path):
     common = ["-m", "training.train", "--dataset_id", hub_dataset, "--backbone", "tf_efficientnet_lite0",
               "--pretrained", "false", "--max_train_samples", "96", "--augmentation", "none", "--epochs", "3",

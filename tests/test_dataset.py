@@ -42,6 +42,7 @@ def test_known_duplicates_and_leaks_are_found(avp_dataset):
     assert 190 <= report["leak_free_validation"] <= 192
 
 
+@pytest.mark.slow
 def test_push_then_load_in_a_fresh_process(hub_dataset, avp_dataset, tmp_path):
     dataset, report = avp_dataset
     script = (f"import json; from datasets import load_dataset; d = load_dataset('{hub_dataset}'); "
@@ -90,12 +91,14 @@ def _fails_without_push(tmp_path, data_dir, message, repo_id="demo/must-not-exis
     return result.stderr
 
 
+@pytest.mark.slow
 def test_text_file_named_jpg(hub, tmp_path):
     data = _make_folder(tmp_path / "d")
     (data / "train" / "alien" / "notes.jpg").write_text("not an image")
     _fails_without_push(tmp_path, data, "train/alien/notes.jpg: not an image")
 
 
+@pytest.mark.slow
 def test_truncated_jpeg(hub, tmp_path):
     data = _make_folder(tmp_path / "d")
     (data / "validation" / "predator" / "cut.jpg").write_bytes(_jpeg_bytes()[:300])
@@ -109,6 +112,7 @@ def test_skip_bad_files_lists_them(tmp_path):
     assert len(report["skipped_files"]) == 1 and "notes.jpg" in report["skipped_files"][0]
 
 
+@pytest.mark.slow
 def test_empty_class_folder(hub, tmp_path):
     data = _make_folder(tmp_path / "d")
     shutil.rmtree(data / "train" / "predator")
@@ -116,11 +120,13 @@ def test_empty_class_folder(hub, tmp_path):
     _fails_without_push(tmp_path, data, "train/predator: class folder is empty")
 
 
+@pytest.mark.slow
 def test_classes_differ_between_splits(hub, tmp_path):
     data = _make_folder(tmp_path / "d", val_classes=("alien", "xenomorph"))
     _fails_without_push(tmp_path, data, "only in validation ['xenomorph']")
 
 
+@pytest.mark.slow
 def test_validation_without_train(hub, tmp_path):
     data = _make_folder(tmp_path / "d")
     shutil.rmtree(data / "train")
@@ -163,6 +169,7 @@ def test_decompression_bomb_is_refused():
         decode_image(buffer.getvalue(), "bomb.png", max_pixels=50_000_000)
 
 
+@pytest.mark.slow
 def test_server_down_names_hf_endpoint(tmp_path):
     result = run_module("training.dataset", "--data_dir", str(DATA_DIR), "--push_to_hub", "demo/x",
                         "--output_dir", str(tmp_path), env={"HF_ENDPOINT": "http://127.0.0.1:9"})

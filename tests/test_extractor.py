@@ -19,6 +19,7 @@ def lite0_random():
     return build_model("tf_efficientnet_lite0", num_classes=2, pretrained=False).eval()
 
 
+@pytest.mark.slow
 def test_compiled_features_match_eager_and_pad_short_batches(lite0_random):
     torch.manual_seed(1)
     batches = [torch.randn(4, 3, 96, 96), torch.randn(3, 3, 96, 96)]  # a short last batch
@@ -80,6 +81,7 @@ def test_compile_only_when_it_pays():
         compile_pays("maybe", 10)
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_stops_the_page_faults():
     # In a child process: the setting is process-wide and stays.
     probe = """

@@ -108,6 +108,7 @@ def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_
     assert len(neither) == 1
 
 
+@pytest.mark.slow
 def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
     import timm
 
@@ -153,6 +154,7 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
     assert len(set(flipped.tolist()) & top) >= 7, (sorted(flipped.tolist()), sorted(top))
 
 
+@pytest.mark.slow
 def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_path):
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
@@ -180,6 +182,7 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
     assert "Feedback (demo/avp-feedback-train): 2 received, 2 added (1 to train" in card
 
 
+@pytest.mark.slow
 def test_drop_suspects_trains_without_them_and_reports_both(hub_dataset, tmp_path):
     from training.publishing.model_card import render_card
     from training.train import TrainArguments, train

@@ -127,6 +127,7 @@ def test_oversized_bodies_are_refused_before_they_are_read(url):
     assert tokenless.status_code == 401
 
 
+@pytest.mark.slow
 def test_other_requests_are_served_while_a_huge_commit_runs(url):
     many = commit_lines(*(add(f"many/{i:05d}.txt", str(i).encode()) for i in range(10_000)))
     finished = {}
@@ -147,6 +148,7 @@ def test_other_requests_are_served_while_a_huge_commit_runs(url):
     assert finished["info"] < finished["commit"][0]  # not queued behind the commit
 
 
+@pytest.mark.slow
 def test_one_server_per_data_dir_and_ctl_checks_what_it_talks_to(tmp_path):
     data_dir, port = tmp_path / "hub", free_port()
     first = start(port, data_dir, token="t")
@@ -184,6 +186,7 @@ def test_one_server_per_data_dir_and_ctl_checks_what_it_talks_to(tmp_path):
         other.shutdown()
 
 
+@pytest.mark.slow
 def test_token_file_and_env_token(tmp_path):
     from localhub.__main__ import load_token
 

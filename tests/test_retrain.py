@@ -8,7 +8,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
 from tests.conftest import run_module
 
-SMALL = ["--max_train_samples", "160", "--augmented_views", "1", "--epochs", "3"]
+SMALL = ["--max_train_samples", "160", "--augmented_views", "1", "--epochs", "3", "--faithfulness_images", "4"]
 
 
 def _accuracy_in_card(model_id: str) -> float:

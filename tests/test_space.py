@@ -298,6 +298,7 @@ def test_real_browser_uploads_an_example_and_sees_label_and_heatmap(app_url, tra
         driver.quit()
 
 
+@pytest.mark.slow
 def test_importing_the_space_changes_no_global_state():
     """Only the Space's own process (its app.py, space/launcher.py) keeps triton out; an import of the package
     changes nothing: no environment, no Pillow limit, no temporary folder."""

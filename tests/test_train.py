@@ -36,6 +36,7 @@ def test_short_run_learns(trained):
                                                                      for n in names)  # no pickle
 
 
+@pytest.mark.slow
 def test_pushed_model_loads_in_timm_and_transformers(trained, tmp_path):
     args, results = trained
     files = set(HfApi().list_repo_files("demo/avp-model-test"))
@@ -81,6 +82,7 @@ def _train_command(output_dir, *extra):
             "--epochs", "4", "--output_dir", str(output_dir), *extra]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_model(hub_dataset, tmp_path):
     straight = subprocess.run(_train_command(tmp_path / "straight"), cwd=ROOT, capture_output=True, text=True,
                               timeout=600)
@@ -121,6 +123,7 @@ def _assert_same_model(a, b):
     assert ra["validation"] == rb["validation"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_one_clear_error(hub_dataset, tmp_path):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
     from PIL import Image as PILImage

@@ -112,6 +112,8 @@ class TrainArguments:
         "help": "share of training images (cross-fitted) past the first \"neither\" limit: answered unsure"})
     neither_rate: float = field(default=NEITHER_RATE, metadata={
         "help": "share of training images (cross-fitted) past the second limit: answered neither"})
+    faithfulness_images: int = field(default=40, metadata={
+        "help": "leak-free validation images the heatmaps' faithfulness is measured on (with --push_to_hub)"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
 
@@ -270,7 +272,8 @@ def release(args: TrainArguments, study_dir: Path | None = None, create_pr: bool
     results = train(args)
     if not PartialState().is_main_process:
         return Released(results, None, None)
-    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=args.output_dir, dataset_id=args.dataset_id))
+    faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=args.output_dir, dataset_id=args.dataset_id,
+                                                              images=args.faithfulness_images))
     message, description = describe(results) if describe else (None, None)
     commit = push_model(Path(args.output_dir), args.model_id, args, args.private, study_dir=study_dir,
                         message=message, create_pr=create_pr, description=description)
