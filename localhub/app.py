@@ -67,8 +67,9 @@ def create_app(data_dir: str, token: str, user: str = "demo", orgs: tuple[str, .
         logger.exception("internal error")
         return error_response(HubError(500, f"internal error ({type(exc).__name__})"))
 
+    app.state.hub = hub
     for module in (repos, files, refs):
-        app.include_router(module.router(hub))
+        app.include_router(module.api)
     return app
 
 

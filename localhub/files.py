@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from .hub import Hub, JsonBody, field, repo_type
+from .hub import Hub, HubDep, JsonBody, field, repo_type
 from .paths import check_path
-from .refs import load_discussion, open_pull_request, record_commit
+from .pulls import load_discussion, open_pull_request, record_commit
 from .storage import BlobWriter, HubError, is_lfs
 
 MAX_COMMIT_BYTES = 512 * 1024 * 1024  # an NDJSON commit (small files inline, base64); LFS files go separately
@@ -103,172 +103,170 @@ def parse_operations(hub: Hub, path: str) -> tuple[dict, list[dict]]:
     return header, operations
 
 
-def router(hub: Hub) -> APIRouter:
-    api = APIRouter()
+api = APIRouter()
 
-    @api.get("/api/{prefix}/{ns}/{name}/tree/{rest:path}")
-    def tree(prefix: str, ns: str, name: str, rest: str, request: Request, recursive: str = "false"):
-        revision, path = split_revision(rest)
+@api.get("/api/{prefix}/{ns}/{name}/tree/{rest:path}")
+def tree(hub: HubDep, prefix: str, ns: str, name: str, rest: str, request: Request, recursive: str = "false"):
+    revision, path = split_revision(rest)
+    files = hub.readable(request, repo_type(prefix), f"{ns}/{name}").head(revision)["files"]
+    path = path.strip("/")
+    base = f"{path}/" if path else ""
+    if path and path in files:
+        return [file_entry(path, files[path])]
+    under = {p: e for p, e in files.items() if p.startswith(base)}
+    if path and not under:
+        raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
+    deep = recursive.lower() in ("true", "1")
+    entries, folders = [], set()
+    for p, e in sorted(under.items()):
+        parts = p[len(base):].split("/")
+        for i in range(1, len(parts) if deep else min(2, len(parts))):
+            folders.add(base + "/".join(parts[:i]))
+        if deep or len(parts) == 1:
+            entries.append(file_entry(p, e))
+    return [folder_entry(f) for f in sorted(folders)] + entries
+
+@api.post("/api/{prefix}/{ns}/{name}/paths-info/{revision:path}")
+async def paths_info(hub: HubDep, prefix: str, ns: str, name: str, revision: str, request: Request):
+    form = await request.form()
+    wanted = [str(p).strip("/") for p in form.getlist("paths")]
+
+    def lookup():
         files = hub.readable(request, repo_type(prefix), f"{ns}/{name}").head(revision)["files"]
-        path = path.strip("/")
-        base = f"{path}/" if path else ""
-        if path and path in files:
-            return [file_entry(path, files[path])]
-        under = {p: e for p, e in files.items() if p.startswith(base)}
-        if path and not under:
-            raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
-        deep = recursive.lower() in ("true", "1")
-        entries, folders = [], set()
-        for p, e in sorted(under.items()):
-            parts = p[len(base):].split("/")
-            for i in range(1, len(parts) if deep else min(2, len(parts))):
-                folders.add(base + "/".join(parts[:i]))
-            if deep or len(parts) == 1:
-                entries.append(file_entry(p, e))
-        return [folder_entry(f) for f in sorted(folders)] + entries
-
-    @api.post("/api/{prefix}/{ns}/{name}/paths-info/{revision:path}")
-    async def paths_info(prefix: str, ns: str, name: str, revision: str, request: Request):
-        form = await request.form()
-        wanted = [str(p).strip("/") for p in form.getlist("paths")]
-
-        def lookup():
-            files = hub.readable(request, repo_type(prefix), f"{ns}/{name}").head(revision)["files"]
-            out = []
-            for p in wanted:
-                if p in files:
-                    out.append(file_entry(p, files[p]))
-                elif any(f.startswith(p + "/") for f in files):
-                    out.append(folder_entry(p))
-            return out
-
-        return await run_in_threadpool(lookup)
-
-    @api.post("/api/{prefix}/{ns}/{name}/preupload/{revision:path}")
-    def preupload(prefix: str, ns: str, name: str, revision: str, request: Request, body: JsonBody):
-        repo = hub.writable(request, repo_type(prefix), f"{ns}/{name}")
-        head = repo.head(revision)
         out = []
-        for f in field(body, "files", list):
-            if not isinstance(f, dict):
-                raise HubError(400, "field 'files' must hold objects")
-            path = check_path(f.get("path"))
-            try:
-                sample = base64.b64decode(field(f, "sample", str), validate=True)
-            except binascii.Error:
-                raise HubError(400, f"{path}: sample is not valid base64") from None
-            mode = "lfs" if is_lfs(field(f, "size", int), sample) else "regular"
-            existing = head["files"].get(path)
-            out.append({"path": path, "uploadMode": mode, "shouldIgnore": False,
-                        "oid": existing["git_oid"] if existing else None})
-        return {"files": out, "commitOid": head["oid"]}
+        for p in wanted:
+            if p in files:
+                out.append(file_entry(p, files[p]))
+            elif any(f.startswith(p + "/") for f in files):
+                out.append(folder_entry(p))
+        return out
 
-    def lfs_batch(kind: str, ns: str, name: str, request: Request, body: dict):
-        hub.writable(request, kind, f"{ns}/{name}")
-        base = str(request.base_url).rstrip("/")
-        objects = []
-        for obj in field(body, "objects", list):
-            if not isinstance(obj, dict):
-                raise HubError(400, "field 'objects' must hold objects")
-            oid, size = field(obj, "oid", str), field(obj, "size", int)
-            if size < 0 or size > MAX_LFS_BYTES:
-                raise HubError(400, f"LFS object {oid}: size {size} is out of range")
-            entry = {"oid": oid, "size": size, "authenticated": True}
-            if not hub.storage.blob_path(oid).exists():  # no actions = already stored
-                entry["actions"] = {"upload": {"href": f"{base}/lfs-upload/{oid}?size={size}&sig={hub.sign(oid)}"}}
-            objects.append(entry)
-        return JSONResponse({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
-                            media_type="application/vnd.git-lfs+json")
+    return await run_in_threadpool(lookup)
 
-    @api.post("/{ns}/{name}.git/info/lfs/objects/batch")
-    def lfs_batch_model(ns: str, name: str, request: Request, body: JsonBody):
-        return lfs_batch("model", ns, name, request, body)
-
-    @api.post("/{prefix}/{ns}/{name}.git/info/lfs/objects/batch")
-    def lfs_batch_typed(prefix: str, ns: str, name: str, request: Request, body: JsonBody):
-        return lfs_batch(repo_type(prefix), ns, name, request, body)
-
-    @api.put("/lfs-upload/{oid}")
-    async def lfs_upload(oid: str, sig: str, size: int, request: Request):
-        # The batch answer hands out a signed URL, as the Hub hands out a pre-signed S3 URL.
-        hub.storage.blob_path(oid)  # a 400 unless a sha256
-        if not hmac.compare_digest(sig, hub.sign(oid)):
-            raise HubError(401, "upload URL signature is invalid")
-        writer = await run_in_threadpool(BlobWriter, hub.storage)
-        pending, buffered = [], 0
+@api.post("/api/{prefix}/{ns}/{name}/preupload/{revision:path}")
+def preupload(hub: HubDep, prefix: str, ns: str, name: str, revision: str, request: Request, body: JsonBody):
+    repo = hub.writable(request, repo_type(prefix), f"{ns}/{name}")
+    head = repo.head(revision)
+    out = []
+    for f in field(body, "files", list):
+        if not isinstance(f, dict):
+            raise HubError(400, "field 'files' must hold objects")
+        path = check_path(f.get("path"))
         try:
-            async for chunk in request.stream():  # to disk in 4 MB pieces, hashed on the way, off the event loop
-                pending.append(chunk)
-                buffered += len(chunk)
-                if writer.size + buffered > size:
-                    raise HubError(400, f"upload of {oid} is longer than the announced {size} bytes")
-                if buffered >= SPOOL_CHUNK:
-                    await run_in_threadpool(writer.write, b"".join(pending))
-                    pending, buffered = [], 0
-            await run_in_threadpool(writer.write, b"".join(pending))
-            await run_in_threadpool(writer.finish, oid, size)
-        finally:
-            writer.abort()
-        return Response(status_code=200)
+            sample = base64.b64decode(field(f, "sample", str), validate=True)
+        except binascii.Error:
+            raise HubError(400, f"{path}: sample is not valid base64") from None
+        mode = "lfs" if is_lfs(field(f, "size", int), sample) else "regular"
+        existing = head["files"].get(path)
+        out.append({"path": path, "uploadMode": mode, "shouldIgnore": False,
+                    "oid": existing["git_oid"] if existing else None})
+    return {"files": out, "commitOid": head["oid"]}
 
-    @api.post("/api/{prefix}/{ns}/{name}/commit/{revision:path}")
-    def commit(prefix: str, ns: str, name: str, revision: str, request: Request,
-               body_path: Annotated[str, Depends(spooled_body)], create_pr: str | None = None):
-        try:
-            who = hub.require_writer(request, ns)
-            repo = hub.writable(request, repo_type(prefix), f"{ns}/{name}")
-            header, operations = parse_operations(hub, body_path)
-        finally:
-            os.unlink(body_path)
-        title = str(header.get("summary") or "update")
-        description = str(header.get("description") or "")
-        parent = header.get("parentCommit")
-        if parent is not None and not isinstance(parent, str):
-            raise HubError(400, "field 'parentCommit' must be a string")
-        pr = None
-        branch = revision
-        if create_pr in ("1", "true", "True"):
-            pr = open_pull_request(hub, repo, title, description, who, base=revision)
-            branch = f"refs/pr/{pr['num']}"
-        elif revision.startswith("refs/pr/"):
-            pr = load_discussion(repo, revision.removeprefix("refs/pr/"))
-            if pr["status"] not in ("open", "draft"):
-                raise HubError(400, f"pull request #{pr['num']} is {pr['status']}")
-        elif revision.startswith(("refs/tags/",)) or revision in repo.refs("tags"):
-            raise HubError(400, f"cannot commit to tag {revision!r}")
-        elif revision.removeprefix("refs/heads/") not in repo.refs("heads"):
-            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-        new = hub.storage.commit(repo, operations, title, description, who, parent=parent,
-                                 branch=branch.removeprefix("refs/heads/"))
-        url = hub.url(request, repo)
-        pr_url = None
-        if pr is not None:
-            record_commit(hub, repo, pr["num"], new, who)
-            pr_url = f"{url}/discussions/{pr['num']}"
-        return {"commitUrl": f"{url}/commit/{new['oid']}", "commitOid": new["oid"], "commitMessage": new["title"],
-                "pullRequestUrl": pr_url}
+def lfs_batch(hub: Hub, kind: str, ns: str, name: str, request: Request, body: dict):
+    hub.writable(request, kind, f"{ns}/{name}")
+    base = str(request.base_url).rstrip("/")
+    objects = []
+    for obj in field(body, "objects", list):
+        if not isinstance(obj, dict):
+            raise HubError(400, "field 'objects' must hold objects")
+        oid, size = field(obj, "oid", str), field(obj, "size", int)
+        if size < 0 or size > MAX_LFS_BYTES:
+            raise HubError(400, f"LFS object {oid}: size {size} is out of range")
+        entry = {"oid": oid, "size": size, "authenticated": True}
+        if not hub.storage.blob_path(oid).exists():  # no actions = already stored
+            entry["actions"] = {"upload": {"href": f"{base}/lfs-upload/{oid}?size={size}&sig={hub.sign(oid)}"}}
+        objects.append(entry)
+    return JSONResponse({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+                        media_type="application/vnd.git-lfs+json")
 
-    def resolve(kind: str, ns: str, name: str, rest: str, request: Request):
-        revision, path = split_revision(rest)
-        commit = hub.readable(request, kind, f"{ns}/{name}").head(revision)
-        entry = commit["files"].get(path)
-        if entry is None:
-            raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
-        headers = {"X-Repo-Commit": commit["oid"], "ETag": f'"{entry["git_oid"]}"', "Accept-Ranges": "bytes"}
-        if entry["lfs"]:
-            headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
-        if request.method == "HEAD":
-            return Response(headers={**headers, "Content-Length": str(entry["size"])})
-        return FileResponse(hub.storage.blob_path(entry["sha256"]), headers=headers,
-                            media_type="application/octet-stream")
+@api.post("/{ns}/{name}.git/info/lfs/objects/batch")
+def lfs_batch_model(hub: HubDep, ns: str, name: str, request: Request, body: JsonBody):
+    return lfs_batch(hub, "model", ns, name, request, body)
 
-    @api.api_route("/{prefix}/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
-    def resolve_typed(prefix: str, ns: str, name: str, rest: str, request: Request):
-        return resolve(repo_type(prefix), ns, name, rest, request)
+@api.post("/{prefix}/{ns}/{name}.git/info/lfs/objects/batch")
+def lfs_batch_typed(hub: HubDep, prefix: str, ns: str, name: str, request: Request, body: JsonBody):
+    return lfs_batch(hub, repo_type(prefix), ns, name, request, body)
 
-    @api.api_route("/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
-    def resolve_model(ns: str, name: str, rest: str, request: Request):
-        return resolve("model", ns, name, rest, request)
+@api.put("/lfs-upload/{oid}")
+async def lfs_upload(hub: HubDep, oid: str, sig: str, size: int, request: Request):
+    # The batch answer hands out a signed URL, as the Hub hands out a pre-signed S3 URL.
+    hub.storage.blob_path(oid)  # a 400 unless a sha256
+    if not hmac.compare_digest(sig, hub.sign(oid)):
+        raise HubError(401, "upload URL signature is invalid")
+    writer = await run_in_threadpool(BlobWriter, hub.storage)
+    pending, buffered = [], 0
+    try:
+        async for chunk in request.stream():  # to disk in 4 MB pieces, hashed on the way, off the event loop
+            pending.append(chunk)
+            buffered += len(chunk)
+            if writer.size + buffered > size:
+                raise HubError(400, f"upload of {oid} is longer than the announced {size} bytes")
+            if buffered >= SPOOL_CHUNK:
+                await run_in_threadpool(writer.write, b"".join(pending))
+                pending, buffered = [], 0
+        await run_in_threadpool(writer.write, b"".join(pending))
+        await run_in_threadpool(writer.finish, oid, size)
+    finally:
+        writer.abort()
+    return Response(status_code=200)
 
-    return api
+@api.post("/api/{prefix}/{ns}/{name}/commit/{revision:path}")
+def commit(hub: HubDep, prefix: str, ns: str, name: str, revision: str, request: Request,
+           body_path: Annotated[str, Depends(spooled_body)], create_pr: str | None = None):
+    try:
+        who = hub.require_writer(request, ns)
+        repo = hub.writable(request, repo_type(prefix), f"{ns}/{name}")
+        header, operations = parse_operations(hub, body_path)
+    finally:
+        os.unlink(body_path)
+    title = str(header.get("summary") or "update")
+    description = str(header.get("description") or "")
+    parent = header.get("parentCommit")
+    if parent is not None and not isinstance(parent, str):
+        raise HubError(400, "field 'parentCommit' must be a string")
+    pr = None
+    branch = revision
+    if create_pr in ("1", "true", "True"):
+        pr = open_pull_request(hub, repo, title, description, who, base=revision)
+        branch = f"refs/pr/{pr['num']}"
+    elif revision.startswith("refs/pr/"):
+        pr = load_discussion(repo, revision.removeprefix("refs/pr/"))
+        if pr["status"] not in ("open", "draft"):
+            raise HubError(400, f"pull request #{pr['num']} is {pr['status']}")
+    elif revision.startswith(("refs/tags/",)) or revision in repo.refs("tags"):
+        raise HubError(400, f"cannot commit to tag {revision!r}")
+    elif revision.removeprefix("refs/heads/") not in repo.refs("heads"):
+        raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+    new = hub.storage.commit(repo, operations, title, description, who, parent=parent,
+                             branch=branch.removeprefix("refs/heads/"))
+    url = hub.url(request, repo)
+    pr_url = None
+    if pr is not None:
+        record_commit(hub, repo, pr["num"], new, who)
+        pr_url = f"{url}/discussions/{pr['num']}"
+    return {"commitUrl": f"{url}/commit/{new['oid']}", "commitOid": new["oid"], "commitMessage": new["title"],
+            "pullRequestUrl": pr_url}
+
+def resolve(hub: Hub, kind: str, ns: str, name: str, rest: str, request: Request):
+    revision, path = split_revision(rest)
+    commit = hub.readable(request, kind, f"{ns}/{name}").head(revision)
+    entry = commit["files"].get(path)
+    if entry is None:
+        raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
+    headers = {"X-Repo-Commit": commit["oid"], "ETag": f'"{entry["git_oid"]}"', "Accept-Ranges": "bytes"}
+    if entry["lfs"]:
+        headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
+    if request.method == "HEAD":
+        return Response(headers={**headers, "Content-Length": str(entry["size"])})
+    return FileResponse(hub.storage.blob_path(entry["sha256"]), headers=headers,
+                        media_type="application/octet-stream")
+
+@api.api_route("/{prefix}/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
+def resolve_typed(hub: HubDep, prefix: str, ns: str, name: str, rest: str, request: Request):
+    return resolve(hub, repo_type(prefix), ns, name, rest, request)
+
+@api.api_route("/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
+def resolve_model(hub: HubDep, ns: str, name: str, rest: str, request: Request):
+    return resolve(hub, "model", ns, name, rest, request)
+
 

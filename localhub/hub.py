@@ -58,6 +58,14 @@ class Hub:
         return f"{str(request.base_url).rstrip('/')}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}"
 
 
+def current_hub(request: Request) -> Hub:
+    """The app's Hub (``app.state.hub``, set by ``create_app``): routers reach it through this dependency."""
+    return request.app.state.hub
+
+
+HubDep = Annotated[Hub, Depends(current_hub)]
+
+
 def repo_type(prefix: str) -> str:
     if prefix not in PREFIX_TO_TYPE:
         raise HubError(400, f"unknown repo type {prefix!r}: use models, datasets or spaces")

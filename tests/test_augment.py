@@ -71,3 +71,25 @@ def test_set_transform_on_a_dataset(avp_dataset):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="augmentation must be one of"):
         build_transform("sepia", LITE0_CONFIG, train=True)
+
+
+@pytest.mark.parametrize("crop_pct", [1.0, 0.875])
+def test_evaluation_transform_equals_timms_on_every_mode_and_odd_sizes(crop_pct):
+    """Training's evaluation transform and timm's (what the pipeline and the Space use) give the same tensor."""
+    import numpy as np
+    import timm
+
+    from space.image_io import to_rgb
+    from training.pipeline.augment import build_transform
+    from training.pipeline.model import data_config
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=2)
+    config = data_config(model, crop_pct=crop_pct)
+    ours = build_transform("none", config, train=False)
+    theirs = timm.data.create_transform(**timm.data.resolve_data_config(config, model=model))
+    rng = np.random.default_rng(0)
+    for size in ((17, 301), (640, 7), (225, 224), (1001, 999), (224, 224)):
+        rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        for mode in ("RGB", "L", "LA", "RGBA", "P", "CMYK", "1", "I", "I;16", "F"):
+            image = to_rgb(rgb.convert(mode) if mode != "I;16" else rgb.convert("L").convert("I;16"))
+            assert torch.equal(ours(image), theirs(image)), (mode, size, crop_pct)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from timm.data.transforms import MaybeToTensor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.utils import make_grid, save_image
 
@@ -34,15 +35,17 @@ def build_transform(variant: str, data_config: dict, train: bool, channels: int 
     interpolation = InterpolationMode(data_config.get("interpolation") or "bilinear")
     mean, std = list(data_config["mean"]), list(data_config["std"])
     resize = [v2.Resize(math.floor(size / crop_pct), interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
-    # Evaluation resizes the PIL image, exactly as timm's eval transform (and so the transformers pipeline
-    # and the Space) does: the reported figures are what users get. Training resizes the tensor (faster).
-    steps: list = resize + [v2.ToImage()] if not train else [v2.ToImage(), *resize]
+    # Evaluation resizes the PIL image and scales it to [0, 1] with timm's own step, exactly as timm's eval
+    # transform (and so the transformers pipeline and the Space) does, to the last bit (a test checks):
+    # the reported figures are what users get. Training resizes the tensor (faster).
+    steps: list = resize + [MaybeToTensor()] if not train else [v2.ToImage(), *resize]
     if train and variant != "none":
         # The seed's Keras ImageDataGenerator: rotation 20 degrees, width/height shift 0.2, horizontal flip.
         steps += [v2.RandomAffine(degrees=20, translate=(0.2, 0.2)), v2.RandomHorizontalFlip()]
     if variant == "grayscale" or channels == 1:
         steps.append(v2.Grayscale(num_output_channels=channels))
-    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if train:
+        steps.append(v2.ToDtype(torch.float32, scale=True))
     if train and variant == "noise":
         steps.append(v2.GaussianNoise(sigma=NOISE_SIGMA, clip=True))
     if channels == 1:
