@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import ImageFilter
 
 from space.cam import CAM_METHODS, class_activation_map, overlay
+from space.inference import Classifier
 
 from .cli import Renamed, parse
 from .pipeline.data import load_splits
@@ -82,9 +83,9 @@ def pick_images(validation, count: int, seed: int) -> list[int]:
 def measure(args: FaithfulnessArguments) -> dict:
     output_dir = Path(args.output_dir)
     keep_freed_memory()  # each step is a batch of 2 x (STEPS + 1) images: without it, page faults dominate
-    model = timm.create_model(f"local-dir:{output_dir / 'model'}", pretrained=True).eval().requires_grad_(False)
-    model.to(memory_format=torch.channels_last)
-    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    # The Space's own set-up (eval, frozen, channels_last, timm's eval transform): what the Space explains.
+    classifier = Classifier(timm.create_model(f"local-dir:{output_dir / 'model'}", pretrained=True))
+    model, transform = classifier.model, classifier.transform
     run = json.loads((output_dir / "run.json").read_text())["args"] if (output_dir / "run.json").is_file() else {}
     # the split the model was measured on (a made one comes from the run's seed and fraction)
     validation = load_splits(args.dataset_id, run.get("validation_fraction", 0.2), run.get("seed", 42))["validation"]
