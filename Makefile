@@ -68,7 +68,7 @@ test: venv browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-# The tier to run after every change (no backbone training, no Gradio server, no subprocess): about 2 minutes.
+# The tier to run after every change (no backbone training, no Gradio server, no subprocess): about 30 s here.
 test-fast: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow"
