@@ -17,12 +17,15 @@ def page_title(labels: list[str]) -> str:
 def neither_text(labels: list[str]) -> str:
     """What the page says when the picture shows none of the classes."""
     if len(labels) == 2:
-        a, b = (f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}" for name in labels)
+        a, b = (with_article(name) for name in labels)
         return f"Neither {a} nor {b}"
     return f"None of the {len(labels)} classes"
 
 
 def unsure_text(label: str, probability: float) -> str:
     """What the page says when the picture scores just past the first "neither" limit."""
-    article = "an" if label[:1].lower() in "aeiou" else "a"
-    return f"Not sure: looks most like {article} {label} ({probability:.0%}), but unlike the training pictures"
+    return f"Not sure: looks most like {with_article(label)} ({probability:.0%}), but unlike the training pictures"
+
+
+def with_article(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

@@ -20,17 +20,7 @@ from space.ood import NEITHER
 
 from ..errors import hub_errors
 from .images import NEAR_DUPLICATE_BITS as NEAR
-from .images import BadImageError, decode_image, fingerprint
-
-
-def fingerprints(split: Dataset) -> tuple[set[str], np.ndarray, list[str]]:
-    pixels, hashes = set(), []
-    for image in split["image"]:
-        exact, near = fingerprint(image.convert("RGB"))
-        pixels.add(exact)
-        hashes.append(near)
-    files = list(split["file"]) if "file" in split.column_names else [str(i) for i in range(len(split))]
-    return pixels, np.stack(hashes) if hashes else np.zeros((0, 64), bool), files
+from .images import BadImageError, decode_image, fingerprint, split_fingerprints
 
 
 def take_in(feedback_id: str, train: Dataset, validation: Dataset) -> tuple[Dataset, list, dict]:
@@ -41,8 +31,8 @@ def take_in(feedback_id: str, train: Dataset, validation: Dataset) -> tuple[Data
     except EmptyDatasetError:  # the Space made the repo, nobody has sent a correction yet
         rows = []
     names = train.features["label"].names
-    val_pixels, val_hashes, val_files = fingerprints(validation)
-    seen_pixels, seen_hashes, _ = fingerprints(train)
+    val_pixels, val_hashes, val_files = split_fingerprints(validation)
+    seen_pixels, seen_hashes, _ = split_fingerprints(train)
     added, neither, refused = [], [], Counter()
     refused_files = []
     for i, row in enumerate(rows):

@@ -13,7 +13,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load
 from ..errors import UserError, hub_errors
 from .augment import batch_transform, build_transform
 from .corrections import take_in
-from .images import fingerprint, near_duplicate_groups, to_rgb
+from .images import near_duplicate_groups, split_fingerprints
 
 
 def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -> DatasetDict:
@@ -121,9 +121,6 @@ def training_data(args) -> TrainingData:
 
 def duplicate_groups(split: Dataset) -> np.ndarray:
     """A near-duplicate group id per image of ``split`` (pHash, as the dataset check), whatever the labels."""
-    if len(split) == 0:
-        return np.zeros(0, dtype=np.int64)
-    hashes = np.stack([fingerprint(to_rgb(image))[1] for image in split["image"]])
-    return near_duplicate_groups(hashes)
+    return near_duplicate_groups(split_fingerprints(split)[1])
 
 
