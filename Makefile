@@ -56,6 +56,7 @@ bench: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	set -e; for name in roofline train_throughput scale time_to_accuracy crop_choice localhub; do $(HUB_ENV) $(PY) -m bench.$$name; done
 	$(HUB_ENV) $(PY) -m bench.inference --model_dir outputs/demo/alien-vs-predator/train/model
+	$(HUB_ENV) $(PY) -m bench.space_start --model_id demo/alien-vs-predator-classifier
 
 # The real-browser test needs Debian's chromium + chromium-driver; install them where apt can (as root).
 browser:

@@ -1,49 +1,46 @@
 """Class activation maps on a frozen backbone's last feature map, and the heatmap overlay.
 
-CAM never backpropagates through the backbone: gradient methods differentiate only the head,
-starting at the feature map; classic CAM is the head's weights applied to that map, no gradient at
-all. Self-contained (torch, numpy, PIL): the Space and training's faithfulness measurement share it.
+The head is a linear layer on the average-pooled feature map (timm's classifier; the export checks
+it), so the gradient of a logit with respect to the map is the class's weight row divided by H x W,
+the same at every location: CAM, Grad-CAM, Grad-CAM++ and Layer-CAM all have closed forms, computed
+here in numpy from the map and that row. No backward pass and no torch: the Space runs on ONNX
+Runtime. The tests check these against autograd through the timm model and against pytorch-grad-cam.
 
-Why not pytorch-grad-cam: importing it loads scikit-learn, pandas, OpenCV and matplotlib (+186 MB
-RSS), which put the Space over 1 GiB with ResNet50; on a head-only graph each method is a few lines.
-The tests check these against pytorch-grad-cam itself.
+Why not pytorch-grad-cam at run time: it needs torch, and importing it loads scikit-learn, pandas,
+OpenCV and matplotlib (+186 MB RSS).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 CAM_METHODS = ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
 
 
-def gradient_cam(method: str, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+def gradient_cam(method: str, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     """(C, H, W) feature map and d(target logit)/d(feature map) -> (H, W) map, as pytorch-grad-cam."""
     if method == "Grad-CAM":  # Selvaraju et al. 2017: channel weights = mean gradient
         weights = grads.mean((1, 2))
     elif method == "Grad-CAM++":  # Chattopadhay et al. 2018: the closed-form alphas for an exp-linear score
-        squared, cubed = grads.pow(2), grads.pow(3)
-        alpha = squared / (2 * squared + activations.sum((1, 2), keepdim=True) * cubed + 1e-6)
-        weights = (torch.where(grads != 0, alpha, 0) * grads.clamp(min=0)).sum((1, 2))
+        squared, cubed = grads ** 2, grads ** 3
+        alpha = squared / (2 * squared + activations.sum((1, 2), keepdims=True) * cubed + 1e-6)
+        weights = (np.where(grads != 0, alpha, 0) * np.maximum(grads, 0)).sum((1, 2))
     elif method == "Layer-CAM":  # Jiang et al. 2021: positive gradients weight each location
-        return (grads.clamp(min=0) * activations).sum(0).clamp(min=0)
+        return np.maximum((np.maximum(grads, 0) * activations).sum(0), 0)
     else:
         raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
-    return torch.einsum("c,chw->hw", weights, activations).clamp(min=0)
+    return np.maximum(np.einsum("c,chw->hw", weights, activations), 0)
 
 
-def class_activation_map(model: nn.Module, feature_map: torch.Tensor, target: int, method: str) -> np.ndarray:
-    """(1, C, H, W) feature map of a timm model -> (H, W) map in [0, 1] for class ``target``."""
+def class_activation_map(feature_map: np.ndarray, weight: np.ndarray, method: str) -> np.ndarray:
+    """(C, H, W) feature map and the target class's head weights (C,) -> (H, W) map in [0, 1]."""
+    feature_map, weight = np.asarray(feature_map, np.float32), np.asarray(weight, np.float32)
     if method == "CAM":
-        weights = model.get_classifier().weight[target]  # (C,)
-        cam = torch.einsum("c,chw->hw", weights, feature_map[0]).clamp(min=0).detach().numpy()
-    else:
-        leaf = feature_map.clone().requires_grad_(True)  # a fresh leaf: nothing before it is differentiated
-        with torch.enable_grad():
-            (grads,) = torch.autograd.grad(model.forward_head(leaf)[0, target], leaf)
-        cam = gradient_cam(method, feature_map[0], grads[0]).numpy()
+        cam = np.maximum(np.einsum("c,chw->hw", weight, feature_map), 0)
+    else:  # the logit's gradient: mean pooling spreads each weight evenly over the H x W locations
+        grads = np.broadcast_to((weight / np.float32(feature_map[0].size))[:, None, None], feature_map.shape)
+        cam = gradient_cam(method, feature_map, grads)
     span = cam.max() - cam.min()
     return (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
 

@@ -1,10 +1,12 @@
 """The Space's model: load it from the Hub by id, classify, say "neither", and explain with a CAM.
 
-``predict(image, method, opacity)`` (for the page) and ``classify(image)`` (the JSON answer) are
-pure functions over one ``Classifier.predict`` and are tested without a server. The probabilities
-are calibrated (the temperature is folded into the head's weights); the "neither" score and its two
-limits come with the model (``config.json`` "ood" and ``ood.safetensors``, see ood.py): the answer
-is "sure", "unsure" (looks most like a class, but unlike the training pictures) or "neither".
+It runs on ONNX Runtime, numpy and Pillow, without torch: the model repo's ``onnx/model.onnx`` gives the
+logits, the pooled features and the last feature map; ``preprocess.py`` is timm's eval transform.
+``predict(image, method, opacity)`` (for the page) and ``classify(image)`` (the JSON answer) are pure
+functions over one ``Classifier.predict`` and are tested without a server. The probabilities are
+calibrated (the temperature is folded into the head's weights); the "neither" score and its two limits
+come with the model (``config.json`` "ood" and ``ood.safetensors``, see ood.py): the answer is "sure",
+"unsure" (looks most like a class, but unlike the training pictures) or "neither".
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import timm
-import torch
 import yaml
 from PIL import Image
-from torch import nn
 
 from .cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: F401
-from .ood import NEITHER, SURE, UNSURE, ood_score, verdict
+from .ood import NEITHER, SURE, UNSURE, ood_score, softmax, verdict
+from .preprocess import EvalTransform
 from .texts import neither_text, unsure_text
+
+ONNX_FILE = "onnx/model.onnx"
+ONNX_OUTPUTS = ("logits", "features", "feature_map")  # features: pooled, what the head and "neither" read
 
 
 @dataclass
@@ -35,62 +38,93 @@ class Prediction:
     cam: np.ndarray | None  # (H, W) in [0, 1] for the top class, at feature-map resolution
 
 
+class ModelFiles:
+    """A model's files from one place: a local folder, or a Hub repo at one pinned commit (resolved
+    first, so a push in between can't mix two versions)."""
+
+    def __init__(self, model: str | os.PathLike, revision: str | None = None):
+        self.model, self.local = str(model), os.path.isdir(model)
+        self.revision = revision
+        if not self.local and revision is None:
+            from huggingface_hub import HfApi
+
+            self.revision = HfApi().model_info(self.model).sha
+
+    def path(self, name: str) -> str:
+        if self.local:
+            return os.path.join(self.model, name)
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(self.model, name, revision=self.revision)
+
+    def exists(self, name: str) -> bool:
+        if self.local:
+            return os.path.isfile(os.path.join(self.model, name))
+        from huggingface_hub import file_exists
+
+        return file_exists(self.model, name, revision=self.revision)
+
+    def config(self) -> dict:
+        with open(self.path("config.json"), encoding="utf-8") as f:
+            return json.load(f)
+
+    def ood_statistics(self, config: dict) -> dict[str, np.ndarray] | None:
+        from safetensors.numpy import load_file
+
+        return load_file(self.path(config["ood"]["statistics"])) if config.get("ood") else None
+
+    def head(self, config: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's weight (classes, D) and bias, read alone from model.safetensors."""
+        from safetensors import safe_open
+
+        name = config.get("pretrained_cfg", {}).get("classifier", "classifier")
+        with safe_open(self.path("model.safetensors"), framework="numpy") as f:
+            return f.get_tensor(f"{name}.weight").astype(np.float32), f.get_tensor(f"{name}.bias").astype(np.float32)
+
+
 class Classifier:
-    # "no" (fp32, accelerate's name, as in training) by default: at batch 1 bf16 autocast can be slower
-    # on a CPU (BENCHMARKS.md, bench.inference), and a CPU flag does not say which is faster.
-    def __init__(self, model: str | nn.Module, precision: str = "no", revision: str | None = None,
-                 ood: dict | None = None, ood_statistics: dict[str, torch.Tensor] | None = None):
-        """``model``: a Hub model id (loaded with timm at one pinned revision, with its preprocessing, labels
-        and OOD statistics) or a timm model (then ``ood``/``ood_statistics`` as in config.json/ood.safetensors).
-        """
-        self.model_id, self.revision, self.cam_method = None, revision, "CAM"
-        if isinstance(model, str):
-            self.model_id = model
-            model, config, ood_statistics = self._load(model, revision)
-            ood, self.cam_method = config.get("ood"), config.get("cam_method", "CAM")
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.model.to(memory_format=torch.channels_last)
-        self.transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=self.model))
-        names = self.model.pretrained_cfg.get("label_names") or [str(i) for i in range(self.model.num_classes)]
+    """``model``: a Hub model id or a local folder in timm's Hub layout with ``onnx/model.onnx``."""
+
+    def __init__(self, model: str | os.PathLike, revision: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        files = ModelFiles(model, revision)
+        if not files.exists(ONNX_FILE):
+            raise FileNotFoundError(f"{model} has no {ONNX_FILE}: it was published before the ONNX export; "
+                                    "retrain or re-publish it (python -m training.retrain / training.train)")
+        self.model_id, self.revision = (None, None) if files.local else (files.model, files.revision)
+        config = files.config()
+        self.setup(config, files.head(config), files.ood_statistics(config))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(files.path(ONNX_FILE), options, providers=["CPUExecutionProvider"])
+
+    def setup(self, config: dict, head: tuple[np.ndarray, np.ndarray], ood_statistics: dict | None) -> None:
+        """What every runtime shares: labels, preprocessing, the calibrated head, "neither" and the CAM default."""
+        names = config.get("label_names") or [str(i) for i in range(len(head[0]))]
         self.labels = list(names)
+        self.transform = EvalTransform(config.get("pretrained_cfg", {}))
+        self.weight, self.bias = head
+        ood = config.get("ood")
         self.ood, self.ood_statistics = (ood, ood_statistics) if ood and ood_statistics is not None else (None, None)
-        if precision not in ("no", "bf16", "fp32"):  # fp32: the earlier name of "no"
-            raise ValueError(f"precision must be no (fp32) or bf16, got {precision!r}")
-        self.dtype = torch.bfloat16 if precision == "bf16" else None
+        self.cam_method = config.get("cam_method", "CAM")
 
-    def _load(self, model_id: str, revision: str | None) -> tuple[nn.Module, dict, dict | None]:
-        """Every file from one commit: the revision is resolved first, so a push in between can't mix them."""
-        from huggingface_hub import HfApi, hf_hub_download
-        from safetensors.torch import load_file
+    def forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 3, H, W) float32 -> logits (N, classes), pooled features (N, D), last feature map (N, D, h, w)."""
+        return tuple(self.session.run(list(ONNX_OUTPUTS), {"pixel_values": np.ascontiguousarray(pixels)}))
 
-        self.revision = revision or HfApi().model_info(model_id).sha
-        with open(hf_hub_download(model_id, "config.json", revision=self.revision), encoding="utf-8") as f:
-            config = json.load(f)
-        model = timm.create_model(f"hf-hub:{model_id}@{self.revision}", pretrained=True)
-        statistics = None
-        if config.get("ood"):
-            statistics = load_file(hf_hub_download(model_id, config["ood"]["statistics"], revision=self.revision))
-        return model, config, statistics
-
-    def features(self, image: Image.Image) -> torch.Tensor:
-        """The backbone's last feature map, (1, C, H, W), fp32."""
-        x = self.transform(image).unsqueeze(0).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=self.dtype or torch.bfloat16,
-                                                    enabled=self.dtype is not None):
-            return self.model.forward_features(x).float()
-
-    def decide(self, pooled: torch.Tensor) -> list[Prediction]:
+    def decide(self, pooled) -> list[Prediction]:
         """Pooled features (N, D) -> one Prediction each (no CAM): calibrated probabilities and the OOD verdict."""
-        with torch.inference_mode():
-            logits = self.model.get_classifier()(pooled)
-            scores = (ood_score(self.ood["method"], pooled, logits, self.ood_statistics, k=self.ood.get("k", 5))
-                      if self.ood is not None else [None] * len(pooled))
+        pooled = np.asarray(pooled, np.float32)
+        logits = pooled @ self.weight.T + self.bias
+        scores = (ood_score(self.ood["method"], pooled, logits, self.ood_statistics, k=self.ood.get("k", 5))
+                  if self.ood is not None else [None] * len(pooled))
         threshold = float(self.ood["threshold"]) if self.ood is not None else None
         unsure = self.ood.get("unsure_threshold") if self.ood is not None else None
         predictions = []
-        for probs, score in zip(logits.softmax(-1), scores, strict=True):
+        for probs, score in zip(softmax(logits), scores, strict=True):
             answer = SURE if score is None else verdict(float(score), unsure, threshold)
             label = NEITHER if answer == NEITHER else self.labels[int(probs.argmax())]
             predictions.append(Prediction(label, answer,
@@ -100,17 +134,16 @@ class Classifier:
 
     def predict(self, image: Image.Image, method: str | None = "CAM") -> Prediction:
         """Calibrated class probabilities, the OOD verdict, and the CAM for the top class (``method=None``: none)."""
-        feature_map = self.features(image)
-        with torch.inference_mode():
-            pooled = self.model.forward_head(feature_map, pre_logits=True)
+        _, pooled, feature_map = self.forward(self.transform(image)[None])
         prediction = self.decide(pooled)[0]
         if method is not None:
             top = max(prediction.confidences, key=prediction.confidences.get)
-            prediction.cam = self.cam(feature_map, self.labels.index(top), method)
+            prediction.cam = self.cam(feature_map[0], self.labels.index(top), method)
         return prediction
 
-    def cam(self, feature_map: torch.Tensor, target: int, method: str) -> np.ndarray:
-        return class_activation_map(self.model, feature_map, target, method)
+    def cam(self, feature_map: np.ndarray, target: int, method: str) -> np.ndarray:
+        """(D, h, w) feature map -> (h, w) map in [0, 1] for class ``target``."""
+        return class_activation_map(feature_map, self.weight[target], method)
 
 
 _classifier: Classifier | None = None

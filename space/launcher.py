@@ -1,10 +1,9 @@
 """The Space's ``app.py``: published at the Space's root, beside the ``space`` package that holds the app."""
 
-import sys
+import os
 
-# Triton is a GPU kernel compiler this CPU Space never uses, yet torchvision's import (via torch._dynamo)
-# loads it when installed (tens of MB of RSS). A None entry makes it "not installed"; only this process.
-sys.modules.setdefault("triton", None)
+# No usage analytics: the Space talks to its Hub and nothing else (offline, Gradio would try Plausible).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from space.app import main  # noqa: E402
 

@@ -1,8 +1,9 @@
 """Out-of-distribution scores on a frozen backbone's pooled features: higher = less like the training images.
 
-Pure torch and self-contained: the Space, ``training.predict`` and training all score with this one
-module (training fits the statistics, ``training/pipeline/ood.py``). The statistics ship in the model repo as
-``ood.safetensors``; the method, its parameters and the threshold in ``config.json`` under ``"ood"``.
+Pure numpy and self-contained (the Space runs without torch): the Space, ``training.predict`` and
+training all score with this one module (training fits the statistics, ``training/pipeline/ood.py``).
+The statistics ship in the model repo as ``ood.safetensors``; the method, its parameters and the
+threshold in ``config.json`` under ``"ood"``.
 
 - ``msp``: 1 - the largest softmax probability (Hendrycks & Gimpel 2017), the common baseline.
 - ``energy``: -logsumexp(logits) (Liu et al. 2020).
@@ -17,8 +18,7 @@ Three answers from two limits on the score (``verdict``): "sure" up to ``unsure_
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 METHODS = ("msp", "energy", "mahalanobis", "knn")
 # Which statistics each method needs from ood.safetensors.
@@ -34,27 +34,37 @@ def verdict(score: float, unsure_threshold: float | None, threshold: float) -> s
     return UNSURE if unsure_threshold is not None and score > unsure_threshold else SURE
 
 
-def verdicts(scores: torch.Tensor, unsure_threshold: float | None, threshold: float) -> list[str]:
+def verdicts(scores, unsure_threshold: float | None, threshold: float) -> list[str]:
     return [verdict(float(s), unsure_threshold, threshold) for s in scores]
 
 
-def ood_score(method: str, features: torch.Tensor, logits: torch.Tensor, stats: dict[str, torch.Tensor],
-              k: int = 5) -> torch.Tensor:
-    """(N, D) pooled features and (N, C) logits -> (N,) scores; a score above the threshold means "neither"."""
-    features, logits = features.float(), logits.float()
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def ood_score(method: str, features, logits, stats: dict, k: int = 5) -> np.ndarray:
+    """(N, D) pooled features and (N, C) logits -> (N,) scores; a score above the threshold means "neither".
+
+    Arrays or CPU tensors in (they are read as float32 arrays), a float32 array out.
+    """
+    features, logits = np.asarray(features, np.float32), np.asarray(logits, np.float32)
     if method == "msp":
-        return 1 - logits.softmax(-1).max(-1).values
+        return 1 - softmax(logits).max(-1)
     if method == "energy":
-        return -torch.logsumexp(logits, -1)
+        top = logits.max(-1)
+        return -(top + np.log(np.exp(logits - top[:, None]).sum(-1)))
     if method == "mahalanobis":
-        means, precision = stats["class_means"], stats["precision"]
+        means, precision = np.asarray(stats["class_means"], np.float32), np.asarray(stats["precision"], np.float32)
         # (x-m)P(x-m) expanded, so memory is N x C, not N x C x D (1,000 classes stay cheap).
         projected = features @ precision
-        distances = ((projected * features).sum(-1, keepdim=True) - 2 * projected @ means.T
+        distances = ((projected * features).sum(-1, keepdims=True) - 2 * projected @ means.T
                      + ((means @ precision) * means).sum(-1))
-        return distances.min(-1).values
+        return distances.min(-1)
     if method == "knn":
-        bank = stats["bank"]  # unit-norm training features
-        similarity = F.normalize(features, dim=-1) @ bank.T
-        return 1 - similarity.topk(min(k, len(bank)), dim=-1).values[:, -1]
+        bank = np.asarray(stats["bank"], np.float32)  # unit-norm training features
+        unit = features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+        similarity = unit @ bank.T
+        kth = min(k, len(bank))
+        return 1 - -np.partition(-similarity, kth - 1, axis=-1)[:, kth - 1]
     raise ValueError(f"unknown OOD method {method!r}; choose from {', '.join(METHODS)}")

@@ -28,6 +28,7 @@ def test_inference_quick():
     rows = _rows(result.stdout)
     methods = {r[2] for r in rows}
     assert {"predict alone", "+ CAM (+ overlay)", "+ Grad-CAM (+ overlay)"} <= methods
+    assert {r[1] for r in rows} == {"onnxruntime", "torch fp32", "torch bf16"}
     assert all(re.fullmatch(r"\d+\.\d", r[3]) for r in rows)
 
 
@@ -52,12 +53,14 @@ def test_scale_quick():
     assert [int(r[1]) for r in passes] == [8, 32]
 
 
-@pytest.mark.slow
-def test_space_process_loads_no_heavy_modules():
-    result = run_module("bench.space_process")
+def test_space_start_side_by_side(trained_model):
+    result = run_module("bench.space_start", "--model_id", trained_model[2], "--runs", "1")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "gallery 4 images; heavy modules loaded: none" in result.stdout
-    assert re.search(r"peak RSS of the Space process .*: \d+ MiB", result.stdout)
+    rows = {r[0].split(" (")[0]: r for r in _rows(result.stdout)}
+    assert set(rows) == {"onnxruntime Space", "torch Space"}
+    assert rows["onnxruntime Space"][3] == "no" and rows["torch Space"][3] == "yes"  # /proc/<pid>/maps
+    assert rows["onnxruntime Space"][4] == rows["torch Space"][4] in ("alien", "predator", "neither")
+    assert all(float(r[1]) > 0 and int(r[2]) > 0 for r in rows.values())
 
 
 @pytest.mark.slow

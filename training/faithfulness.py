@@ -17,17 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from PIL import ImageFilter
 
-from space.cam import CAM_METHODS, class_activation_map, overlay
-from space.inference import Classifier
+from space.cam import CAM_METHODS, overlay
 
 from .cli import Renamed, parse
 from .pipeline.data import load_splits
 from .pipeline.extractor import keep_freed_memory
+from .pipeline.torch_classifier import TorchClassifier
 
 STEPS = 10
 RANDOM = "random (baseline)"
@@ -44,8 +43,9 @@ class FaithfulnessArguments:
 
 def curves(model, image, transform, cam: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
     """The target's probability as the top-ranked pixels are deleted / inserted, ``STEPS + 1`` points each."""
-    pixels = transform(image)
-    blurred = transform(image.filter(ImageFilter.GaussianBlur(BLUR_RADIUS * max(image.size) / pixels.shape[-1])))
+    pixels = torch.from_numpy(transform(image))
+    blurred = torch.from_numpy(transform(image.filter(ImageFilter.GaussianBlur(
+        BLUR_RADIUS * max(image.size) / pixels.shape[-1]))))
     ranking = F.interpolate(torch.from_numpy(cam)[None, None].float(), size=pixels.shape[-2:], mode="bilinear",
                             align_corners=False).flatten().argsort(descending=True)
     total = len(ranking)
@@ -83,8 +83,8 @@ def pick_images(validation, count: int, seed: int) -> list[int]:
 def measure(args: FaithfulnessArguments) -> dict:
     output_dir = Path(args.output_dir)
     keep_freed_memory()  # each step is a batch of 2 x (STEPS + 1) images: without it, page faults dominate
-    # The Space's own set-up (eval, frozen, channels_last, timm's eval transform): what the Space explains.
-    classifier = Classifier(timm.create_model(f"local-dir:{output_dir / 'model'}", pretrained=True))
+    # The Space's own preprocessing, head and CAM, on the timm model (eval, frozen, channels_last).
+    classifier = TorchClassifier(str(output_dir / "model"))
     model, transform = classifier.model, classifier.transform
     run = json.loads((output_dir / "run.json").read_text())["args"] if (output_dir / "run.json").is_file() else {}
     # the split the model was measured on (a made one comes from the run's seed and fraction)
@@ -95,10 +95,9 @@ def measure(args: FaithfulnessArguments) -> dict:
                                           for m in (*CAM_METHODS, RANDOM)}
     for row in rows:
         image = validation[row]["image"].convert("RGB")
-        with torch.inference_mode():
-            feature_map = model.forward_features(transform(image)[None])
-            target = int(model.forward_head(feature_map).argmax())
-        maps = {m: class_activation_map(model, feature_map, target, m) for m in CAM_METHODS}
+        logits, _, feature_map = classifier.forward(transform(image)[None])
+        target = int(logits.argmax())
+        maps = {m: classifier.cam(feature_map[0], target, m) for m in CAM_METHODS}
         maps[RANDOM] = generator.random(maps["CAM"].shape)
         done: list[tuple[np.ndarray, tuple]] = []
         for method, cam in maps.items():
@@ -117,7 +116,7 @@ def measure(args: FaithfulnessArguments) -> dict:
     result = {"images": len(rows), "steps": STEPS, "methods": table, "best": best,
               "split": "validation, leak-free", "seed": args.seed}
     (output_dir / "faithfulness.json").write_text(json.dumps(result, indent=2))
-    save_figure(result, validation[rows[0]]["image"].convert("RGB"), model, transform, output_dir / "faithfulness.png")
+    save_figure(result, validation[rows[0]]["image"].convert("RGB"), classifier, output_dir / "faithfulness.png")
     config_path = output_dir / "model" / "config.json"
     config = json.loads(config_path.read_text())
     config["cam_method"] = best
@@ -125,20 +124,19 @@ def measure(args: FaithfulnessArguments) -> dict:
     return result
 
 
-def save_figure(result: dict, image, model, transform, path: Path) -> None:
+def save_figure(result: dict, image, classifier: TorchClassifier, path: Path) -> None:
     """Top: one validation image under every method; bottom: mean deletion and insertion curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with torch.inference_mode():
-        feature_map = model.forward_features(transform(image)[None])
-        target = int(model.forward_head(feature_map).argmax())
+    logits, _, feature_map = classifier.forward(classifier.transform(image)[None])
+    target = int(logits.argmax())
     figure = plt.figure(figsize=(2.2 * len(CAM_METHODS), 5.4), dpi=100)
     for i, method in enumerate(CAM_METHODS):
         axis = figure.add_subplot(2, len(CAM_METHODS), i + 1)
-        axis.imshow(overlay(image, class_activation_map(model, feature_map, target, method), 0.5))
+        axis.imshow(overlay(image, classifier.cam(feature_map[0], target, method), 0.5))
         axis.set_title(method, fontsize=9)
         axis.axis("off")
     steps = np.linspace(0, 1, result["steps"] + 1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -56,10 +57,10 @@ def expand(paths: list[str]) -> list[Path]:
 
 
 def load_classifier(args: PredictArguments):
-    from space.inference import Classifier
+    from .pipeline.torch_classifier import TorchClassifier
 
     with hub_errors(f"loading model {args.model_id}"):
-        return Classifier(args.model_id, revision=args.revision)
+        return TorchClassifier(args.model_id, revision=args.revision)
 
 
 def predict_files(classifier, files: list[Path], batch_size: int, precision: str = "no") -> list[dict]:
@@ -80,7 +81,7 @@ def predict_files(classifier, files: list[Path], batch_size: int, precision: str
             rows.append(row)
         if decoded:
             with torch.inference_mode():
-                pooled = extractor(torch.stack(pixels))
+                pooled = extractor(torch.from_numpy(np.stack(pixels)))
             for row, prediction in zip(decoded, classifier.decide(pooled), strict=True):  # the Space's own verdict
                 row.update(label=prediction.label, verdict=prediction.verdict)
                 row.update({f"p_{name}": round(p, 6) for name, p in prediction.confidences.items()})

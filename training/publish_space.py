@@ -24,8 +24,8 @@ from .pipeline.data import load_splits
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
 # The Space repo: app.py (space/launcher.py), README.md and requirements.txt at its root, the package in space/.
 ROOT_FILES = {"launcher.py": "app.py", "README.md": "README.md", "requirements.txt": "requirements.txt"}
-PACKAGE_FILES = ("__init__.py", "app.py", "image_io.py", "inference.py", "cam.py", "ood.py", "feedback.py",
-                 "texts.py")
+PACKAGE_FILES = ("__init__.py", "app.py", "image_io.py", "inference.py", "preprocess.py", "cam.py", "ood.py",
+                 "feedback.py", "texts.py")
 
 
 @dataclass

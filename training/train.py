@@ -15,8 +15,9 @@ The two jobs of ``train()``:
 
 Several processes (``torchrun``/``accelerate launch``) shard both the backbone passes and the head batches.
 
-``release`` is the one path from arguments to a published model — train, measure the heatmaps'
-faithfulness (``cam_method``), write the card, push (to main or as a pull request) — that
+``release`` is the one path from arguments to a published model — train, export ONNX behind its
+parity gate (pipeline/onnx_export.py), measure the heatmaps' faithfulness (``cam_method``), write the
+card, push (to main or as a pull request) — that
 ``--push_to_hub``, ``training.demo`` and ``training.retrain`` all take, so every pushed model has the
 same files and card sections.
 """
@@ -38,11 +39,13 @@ from accelerate.utils import set_seed
 from huggingface_hub import CommitInfo
 from safetensors.torch import save_file
 
+from space.image_io import to_rgb
+
 from .cli import Renamed, RepoIdFlag, check_choice, parse, require
 from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
 from .pipeline.augment import VARIANTS, build_transform
-from .pipeline.data import TrainingData, make_loader, training_data
+from .pipeline.data import TrainingData, load_splits, make_loader, training_data
 from .pipeline.extractor import (
     PRECISIONS,
     choose_precision,
@@ -56,6 +59,7 @@ from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
 from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix
 from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_of_fold_probabilities, save_thumbnails
 from .pipeline.model import DEFAULT_BACKBONE, build_model, data_config, save_model
+from .pipeline.onnx_export import export_and_check
 from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
@@ -272,6 +276,16 @@ def release(args: TrainArguments, study_dir: Path | None = None, create_pr: bool
     results = train(args)
     if not PartialState().is_main_process:
         return Released(results, None, None)
+    return publish_run(args, results, study_dir, create_pr, describe)
+
+
+def publish_run(args: TrainArguments, results: dict, study_dir: Path | None = None, create_pr: bool = False,
+                describe: Callable[[dict], tuple[str | None, str | None]] | None = None) -> Released:
+    """A trained run (``args.output_dir``) to the Hub: ONNX behind its parity gate (a failure pushes nothing),
+    faithfulness, the card, one commit."""
+    validation = load_splits(args.dataset_id, args.validation_fraction, args.seed)["validation"]
+    export_and_check(Path(args.output_dir), (to_rgb(row["image"]) for row in validation),
+                     f"validation (all {len(validation)} images)")
     faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=args.output_dir, dataset_id=args.dataset_id,
                                                               images=args.faithfulness_images))
     message, description = describe(results) if describe else (None, None)

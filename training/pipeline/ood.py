@@ -57,8 +57,13 @@ def cross_fitted_scores(bank, fold_of: np.ndarray, logits: torch.Tensor, num_cla
         stats = fit_statistics(bank.rows(rows), bank.labels[rows], num_classes, seed)
         features = bank.rows(held)
         for method in METHODS:
-            scores[method][held] = ood_score(method, features, logits[held], stats, k=KNN_K)
+            scores[method][held] = scores_of(method, features, logits[held], stats)
     return scores
+
+
+def scores_of(method: str, features: torch.Tensor, logits: torch.Tensor, stats: dict) -> torch.Tensor:
+    """The Space's own score (space.ood, numpy) as a tensor, for training's bookkeeping."""
+    return torch.from_numpy(ood_score(method, features.detach(), logits.detach(), stats, k=KNN_K))
 
 
 def limit(in_scores: torch.Tensor, rate: float) -> float:
@@ -90,7 +95,7 @@ def compare_methods(stats: dict, head, in_scores: dict[str, torch.Tensor], valid
         logits = {"validation": head(validation), "ood": head(ood)}
     table = {}
     for method in METHODS:
-        score = {name: ood_score(method, x, logits[name], stats, k=KNN_K)
+        score = {name: scores_of(method, x, logits[name], stats)
                  for name, x in (("validation", validation), ("ood", ood))}
         unsure, neither = (limit(in_scores[method], rate) for rate in rates)
         row = {"unsure_threshold": unsure, "threshold": neither,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from space.ood import METHODS, ood_score, verdicts
+from space.ood import METHODS, verdicts
 
 from .calibration import calibration_report, fit_temperature, fold_temperature, save_reliability_diagram
 from .ood import (
@@ -29,6 +29,7 @@ from .ood import (
     cross_fitted_scores,
     fit_statistics,
     method_statistics,
+    scores_of,
     statistics_rows,
 )
 
@@ -83,14 +84,14 @@ def fit_ood(linear: nn.Linear, temperature: float, bank, fold_of: np.ndarray | N
                  "near duplicates and every view of an image on one side)"
     else:
         with torch.no_grad():
-            in_scores = {m: ood_score(m, holdout, linear(holdout), stats, k=KNN_K) for m in METHODS}
+            in_scores = {m: scores_of(m, holdout, linear(holdout), stats) for m in METHODS}
         source = f"the train holdout's {len(holdout)} features (too few images per class for folds)"
     table = compare_methods(stats, linear, in_scores, validation, ood, ood_parts, rates)
     method = choose_method(table)
     used = table[method]
     with torch.no_grad():
         logits = linear(validation)
-    answered = verdicts(ood_score(method, validation, logits, stats, k=KNN_K), used["unsure_threshold"],
+    answered = verdicts(scores_of(method, validation, logits, stats), used["unsure_threshold"],
                         used["threshold"])
     sure = torch.tensor([a == "sure" for a in answered])
     correct = logits.argmax(-1) == validation_labels

@@ -11,7 +11,8 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 from ..errors import hub_errors
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
-UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "README.md", "results.json", "run.json",
+UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "onnx/model.onnx", "onnx.json", "README.md",
+            "results.json", "run.json",
             "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "suspects.png",
             "study.json", "study.png")
 
@@ -27,7 +28,7 @@ def base_model_id(backbone: str) -> str | None:
 
 
 def render_card(results: dict, args, repo_id: str, study: dict | None = None,
-                faithfulness: dict | None = None) -> ModelCard:
+                faithfulness: dict | None = None, onnx: dict | None = None) -> ModelCard:
     full, clean = results["validation"], results["validation_leak_free"]
     dataset_id = args.dataset_id
     class_names = list(full["per_class"])
@@ -53,7 +54,7 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
     )
     title = args.title or repo_id.split("/")[-1]
     return ModelCard.from_template(data, template_path=str(TEMPLATE), repo_id=repo_id, results=results,
-                                   title=title, class_names=class_names,
+                                   title=title, class_names=class_names, onnx=onnx,
                                    args=asdict(args), base_model=base, study=study, faithfulness=faithfulness,
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 
@@ -68,13 +69,14 @@ def push_model(output_dir: Path, repo_id: str, args, private: bool = False, stud
     results = json.loads((output_dir / "results.json").read_text())
     evidence = {name: output_dir / name for name in ("results.json", "run.json", "confusion_matrix.png",
                                                      "reliability.png", "faithfulness.json", "faithfulness.png",
-                                                     "suspects.png")}
+                                                     "suspects.png", "onnx.json")}
     if study_dir is not None and (study_dir / "study.json").is_file():
         evidence.update({name: study_dir / name for name in ("study.json", "study.png")})
     study = json.loads(evidence["study.json"].read_text()) if "study.json" in evidence else None
     faithfulness = (json.loads(evidence["faithfulness.json"].read_text())
                     if evidence["faithfulness.json"].is_file() else None)
-    card = render_card(results, args, repo_id, study, faithfulness)
+    onnx = json.loads(evidence["onnx.json"].read_text()) if evidence["onnx.json"].is_file() else None
+    card = render_card(results, args, repo_id, study, faithfulness, onnx)
     (output_dir / "model" / "README.md").write_text(str(card))
     for name, path in evidence.items():
         if path.is_file():
