@@ -37,6 +37,7 @@ def space_folder(package: Path, folder: Path) -> Path:
 
 
 def baseline_package(ref: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "space"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
     return folder / "space"

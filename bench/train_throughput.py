@@ -1,4 +1,5 @@
-"""Training throughput on a frozen backbone: our step vs a plain fp32 eager NCHW PyTorch loop.
+"""Training throughput on a frozen backbone: our step (torch fp32, bf16, compiled; ONNX Runtime) vs a plain
+fp32 eager NCHW PyTorch loop.
 
     python -m bench.train_throughput [--backbone NAME] [--images N] [--quick]
 
@@ -11,15 +12,19 @@ timed too, to show whether it is the bottleneck.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 
 from bench.common import LITE0, machine, real_images, table
 from training.pipeline.data import make_loader
 from training.pipeline.extractor import feature_extractor, keep_freed_memory
 from training.pipeline.model import build_model, data_config
+from training.pipeline.runtime import OnnxPooledFeatures
 
 
 def plain_loop(model, loader, optimizer: torch.optim.Optimizer | None = None) -> float:
@@ -36,10 +41,10 @@ def plain_loop(model, loader, optimizer: torch.optim.Optimizer | None = None) ->
     return count / (time.perf_counter() - start)
 
 
-def our_loop(model, loader, precision: str, compiled: bool = False) -> float:
+def our_loop(model, loader, precision: str, compiled: bool = False, extractor=None) -> float:
     """The training step of training.train: backbone under inference_mode, channels_last, in ``precision``
-    (compiled or not, one warm-up batch first); the head in fp32."""
-    extractor = feature_extractor(model, precision, compiled)
+    (compiled or not, one warm-up batch first), or ``extractor`` (ONNX Runtime); the head in fp32."""
+    extractor = extractor or feature_extractor(model, precision, compiled)
     with torch.inference_mode():
         extractor(next(iter(loader))["pixel_values"])  # compiles, if compiled
     head = model.get_classifier()
@@ -83,8 +88,12 @@ def main() -> None:
     plain = plain_loop(model, loader)  # first: glibc's default allocator, as in a plain script
     keep_freed_memory()  # from here on, as training.train does
     our_loop(model, warmup, "no")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = OnnxPooledFeatures(model, data_config(model, 1.0)["input_size"], Path(tmp) / "backbone.onnx",
+                                  Accelerator(cpu=True))
     ours = {"ours, fp32 (inference_mode + channels_last + allocator)": our_loop(model, loader, "no"),
-            "ours, bf16 weights": our_loop(model, loader, "bf16")}
+            "ours, bf16 weights": our_loop(model, loader, "bf16"),
+            f"ours, onnxruntime fp32 ({onnx.threads} threads)": our_loop(model, loader, "no", extractor=onnx)}
     if not args.quick:  # the smoke run compiles nothing (tests/test_extractor.py checks the compiled path)
         ours["ours, fp32, compiled (the default here)"] = our_loop(model, loader, "no", compiled=True)
         ours["ours, bf16 weights, compiled"] = our_loop(model, loader, "bf16", compiled=True)

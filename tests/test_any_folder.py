@@ -145,8 +145,7 @@ def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):
     from transformers import pipeline
 
     from training.publish_space import SpaceArguments, publish_space
-    from training.publishing.model_card import push_model
-    from training.train import TrainArguments, train
+    from training.train import TrainArguments, publish_run, train
 
     folder = shapes_folder(tmp_path / "shapes", classes=5, per_class=16, split=True)
     result = run_module("training.dataset", "--data_dir", str(folder), "--dataset_id", "demo/shapes",
@@ -154,10 +153,11 @@ def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):
                         "--output_dir", str(tmp_path / "dataset"))
     assert result.returncode == 0, result.stderr[-3000:]
     args = TrainArguments(dataset_id="demo/shapes", backbone=lite0, augmented_views=1, epochs=6,
-                          output_dir=str(tmp_path / "train"), title="Shape classifier")
+                          output_dir=str(tmp_path / "train"), title="Shape classifier",
+                          model_id="demo/shapes-classifier", faithfulness_images=5)
     results = train(args)
     assert results["validation"]["accuracy"] >= 0.8 and results["validation"]["n"] == 20
-    push_model(tmp_path / "train", "demo/shapes-classifier", args)
+    publish_run(args, results)  # as release() does after train(): ONNX behind its gate, faithfulness, card, push
     publish_space(SpaceArguments(space_id="demo/shapes", model_id="demo/shapes-classifier",
                                  dataset_id="demo/shapes", max_examples=3))
 

@@ -18,7 +18,8 @@ def test_train_throughput_quick():
     assert result.returncode == 0, result.stderr[-2000:]
     rows = _rows(result.stdout)
     assert [r[0].split(" (")[0] for r in rows][:1] == ["plain fp32 eager NCHW loop"]
-    assert len(rows) == 4 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert len(rows) == 5 and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert any(r[0].startswith("ours, onnxruntime fp32") for r in rows)
 
 
 @pytest.mark.slow
@@ -56,7 +57,7 @@ def test_scale_quick():
 def test_space_start_side_by_side(trained_model):
     result = run_module("bench.space_start", "--model_id", trained_model[2], "--runs", "1")
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = {r[0].split(" (")[0]: r for r in _rows(result.stdout)}
+    rows = {r[0].split(" (")[0]: r for r in _rows(result.stdout) if r[0] != "variant"}
     assert set(rows) == {"onnxruntime Space", "torch Space"}
     assert rows["onnxruntime Space"][3] == "no" and rows["torch Space"][3] == "yes"  # /proc/<pid>/maps
     assert rows["onnxruntime Space"][4] == rows["torch Space"][4] in ("alien", "predator", "neither")

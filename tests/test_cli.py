@@ -143,10 +143,11 @@ def test_study_runs_its_variants_and_seeds(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_with_two_processes_gives_the_one_process_model(hub_dataset, tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_torchrun_with_two_processes_gives_the_one_process_model(runtime, hub_dataset, tmp_path):
     common = ["-m", "training.train", "--dataset_id", hub_dataset, "--backbone", "tf_efficientnet_lite0",
               "--pretrained", "false", "--max_train_samples", "96", "--augmentation", "none", "--epochs", "3",
-              "--mixed_precision", "no", "--torch_compile", "no"]
+              "--mixed_precision", "no", "--torch_compile", "no", "--runtime", runtime]
     one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -156,7 +157,7 @@ def test_torchrun_with_two_processes_gives_the_one_process_model(hub_dataset, tm
                          capture_output=True, text=True, timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
-    assert (a["num_processes"], b["num_processes"]) == (1, 2)
+    assert (a["num_processes"], b["num_processes"]) == (1, 2) and a["runtime"] == b["runtime"] == runtime
     for split in ("validation", "validation_leak_free"):
         assert a[split]["accuracy"] == b[split]["accuracy"] and a[split]["confusion_matrix"] == b[split][
             "confusion_matrix"]

@@ -104,3 +104,49 @@ print(default, kept, faults_per_round())
     assert kept == "True"
     assert float(default) > 10_000  # 64 MiB = 16,384 pages, faulted in again on every allocation
     assert float(after) < float(default) / 4  # steady state: none; at most a rare heap extension
+
+
+def _real_pixels(count: int) -> torch.Tensor:
+    from PIL import Image
+
+    from space.preprocess import EvalTransform
+    from tests.conftest import DATA_DIR
+
+    transform = EvalTransform({"input_size": (3, 224, 224), "crop_pct": 1.0, "interpolation": "bicubic",
+                               "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)})
+    files = sorted((DATA_DIR / "train").glob("*/*.jpg"))[::40][:count]
+    return torch.stack([torch.from_numpy(transform(Image.open(f))) for f in files])
+
+
+def test_onnxruntime_features_equal_torch_features(tmp_path):
+    from tests.conftest import WEIGHTS_DIR
+    from training.pipeline.runtime import OnnxPooledFeatures
+
+    model = build_model(f"local-dir:{WEIGHTS_DIR / 'tf_efficientnet_lite0.in1k'}", 2).eval()  # ImageNet weights
+    onnx = OnnxPooledFeatures(model, (3, 224, 224), tmp_path / "backbone.onnx", Accelerator(cpu=True))
+    pixels = _real_pixels(10)
+    with torch.inference_mode():
+        expected = feature_extractor(model, "no")(pixels)
+        got = torch.cat([onnx(pixels[:7]), onnx(pixels[7:])])  # dynamic batch, a short last one
+    assert got.shape == expected.shape == (10, 1280) and got.dtype == torch.float32
+    assert (got - expected).abs().max() <= 1e-4
+    assert expected.std(0).mean() > 0.05  # real features: the comparison means something
+    assert all(not p.requires_grad for n, p in model.named_parameters() if not n.startswith("classifier"))
+
+
+def test_auto_runtime_is_measured_and_explicit_choices_are_kept(lite0_random, tmp_path):
+    from training.pipeline.runtime import choose_runtime
+
+    accelerator = Accelerator(cpu=True)
+    runtime, precision, speeds = choose_runtime("auto", "auto", lite0_random, (3, 96, 96), accelerator,
+                                                tmp_path / "a.onnx")
+    assert {"torch fp32", "onnxruntime"} <= set(speeds) and all(v > 0 for v in speeds.values())
+    assert ("torch bf16" in speeds) == cpu_has_bf16()
+    fastest_fp32 = max(("torch fp32", "onnxruntime"), key=speeds.get)
+    assert (runtime, precision) in (("torch", "bf16"), (fastest_fp32.split()[0], "no"))
+    assert choose_runtime("onnxruntime", "auto", lite0_random, (3, 96, 96), accelerator, tmp_path / "b.onnx") == \
+        ("onnxruntime", "no", {})
+    assert choose_runtime("torch", "no", lite0_random, (3, 96, 96), accelerator, tmp_path / "c.onnx") == \
+        ("torch", "no", {})
+    with pytest.raises(UserError, match="--runtime onnxruntime runs fp32"):
+        choose_runtime("onnxruntime", "bf16", lite0_random, (3, 96, 96), accelerator, tmp_path / "d.onnx")

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from .cli import parse
+from .cli import check_choice, parse
 from .errors import UserError, hub_errors
 from .pipeline.folder import DatasetArguments, build_dataset, leak_summary
+from .pipeline.runtime import RUNTIMES
 from .publish_space import SpaceArguments, publish_space
 from .publishing.dataset_card import CardText, push_dataset
 from .train import TrainArguments, release
@@ -40,7 +41,12 @@ class DemoArguments:
     citation: str | None = field(default=None, metadata={"help": "BibTeX of the images' source (one line)"})
     backbone: str = field(default="hf-hub:timm/tf_efficientnet_lite0.in1k",
                           metadata={"help": "resnet50.tv_in1k on a connected machine"})
+    runtime: str = field(default="auto", metadata={
+        "help": "what runs the frozen backbone: torch, onnxruntime or auto (the fastest, measured here)"})
     output_dir: str = field(default="outputs/demo", metadata={"help": "the run goes to <output_dir>/<name>"})
+
+    def __post_init__(self) -> None:
+        check_choice("runtime", self.runtime, RUNTIMES)
     study_dir: str = field(default="outputs/study", metadata={"help": "put this study in the card, if present"})
 
 
@@ -92,7 +98,7 @@ def main() -> None:
           f"{', '.join(f'{s} {len(d)}' for s, d in dataset.items())}); "
           f"{leak_summary(report)}")
     train_args = TrainArguments(dataset_id=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
-                                study_dir=args.study_dir, model_id=model_id,
+                                study_dir=args.study_dir, model_id=model_id, runtime=args.runtime,
                                 title=f"{args.title} classifier" if args.title else None)
     released = release(train_args, study_dir=Path(args.study_dir))
     results, faithfulness = released.results, released.faithfulness

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import glob
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,9 +25,10 @@ from tqdm.auto import tqdm
 
 from .cli import check_choice, parse
 from .errors import UserError, hub_errors
-from .pipeline.extractor import feature_extractor, keep_freed_memory
+from .pipeline.extractor import cpu_has_bf16, feature_extractor, forward_speed, keep_freed_memory
 from .pipeline.images import BadImageError, is_hidden, read_image
 
+PROBE_FROM = 200  # images: below, the probe (and loading the torch model) costs more than it can save
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -36,10 +38,17 @@ class PredictArguments:
     output: str = field(default="predictions.csv")
     revision: str | None = field(default=None, metadata={"help": "model commit or branch (default: main)"})
     batch_size: int = 32
-    mixed_precision: Literal["no", "bf16"] = field(default="no", metadata={"help": "no: fp32"})
+    mixed_precision: Literal["no", "bf16"] = field(default="no", metadata={"help": "no: fp32 (torch runtime)"})
+    runtime: Literal["auto", "torch", "onnxruntime"] = field(default="auto", metadata={
+        "help": f"onnxruntime: the repo's onnx/model.onnx (fp32, no torch model loaded); auto: from {PROBE_FROM} "
+                "images on, the fastest of torch fp32, torch bf16 and onnxruntime on a short probe here; below, "
+                "onnxruntime (it starts faster)"})
 
     def __post_init__(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16"))
+        check_choice("runtime", self.runtime, ("auto", "torch", "onnxruntime"))
+        if self.runtime == "onnxruntime" and self.mixed_precision != "no":
+            raise UserError("--runtime onnxruntime runs fp32: drop --mixed_precision bf16")
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -56,16 +65,38 @@ def expand(paths: list[str]) -> list[Path]:
     return list(found)
 
 
-def load_classifier(args: PredictArguments):
+def load_backbone(args: PredictArguments, images: int) -> tuple[object, Callable, str, dict[str, float]]:
+    """(classifier, pixels -> pooled features, runtime, probe images/s): the runtime asked for, or measured."""
+    from space.inference import Classifier
+
     from .pipeline.torch_classifier import TorchClassifier
 
+    candidates: dict[str, tuple[object, Callable]] = {}
     with hub_errors(f"loading model {args.model_id}"):
-        return TorchClassifier(args.model_id, revision=args.revision)
+        if args.runtime != "torch" and args.mixed_precision == "no":
+            try:
+                onnx = Classifier(args.model_id, revision=args.revision)
+                candidates["onnxruntime"] = (onnx, lambda x: torch.from_numpy(onnx.forward(x.numpy())[1]))
+            except FileNotFoundError as e:  # a model pushed before the ONNX export
+                if args.runtime == "onnxruntime":
+                    raise UserError(str(e)) from None
+        if args.runtime == "torch" or not candidates or (args.runtime == "auto" and images >= PROBE_FROM):
+            timm_side = TorchClassifier(args.model_id, revision=args.revision)
+            precisions = ["no", "bf16"] if args.runtime == "auto" and cpu_has_bf16() else [args.mixed_precision]
+            for precision in precisions:
+                candidates[f"torch {'fp32' if precision == 'no' else precision}"] = (
+                    timm_side, feature_extractor(timm_side.model, precision))
+    if len(candidates) == 1:
+        (name, (classifier, extract)), = candidates.items()
+        return classifier, extract, name, {}
+    speeds = {name: round(forward_speed(extract, (3, *candidates[name][0].transform.input_size)), 1)
+              for name, (_, extract) in candidates.items()}
+    name = max(speeds, key=speeds.get)
+    return *candidates[name], name, speeds
 
 
-def predict_files(classifier, files: list[Path], batch_size: int, precision: str = "no") -> list[dict]:
+def predict_files(classifier, extractor: Callable, files: list[Path], batch_size: int) -> list[dict]:
     """One dict per file, in order; decoding errors become rows, never exceptions."""
-    extractor = feature_extractor(classifier.model, precision)
     rows: list[dict] = []
     progress = tqdm(total=len(files), desc="images", unit="img")
     for start in range(0, len(files), batch_size):
@@ -109,9 +140,10 @@ def main() -> None:
     if not files:
         raise UserError(f"no images found in {' '.join(args.paths)}")
     keep_freed_memory()
-    classifier = load_classifier(args)
+    classifier, extractor, runtime, probe = load_backbone(args, len(files))
+    print(f"runtime: {runtime}" + (f" (measured img/s: {probe})" if probe else ""))
     started = time.perf_counter()
-    rows = predict_files(classifier, files, args.batch_size, args.mixed_precision)
+    rows = predict_files(classifier, extractor, files, args.batch_size)
     seconds = time.perf_counter() - started
     write_csv(rows, classifier.labels, Path(args.output))
     failed = sum(bool(r["error"]) for r in rows)

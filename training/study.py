@@ -27,6 +27,7 @@ from .pipeline.augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
 from .pipeline.data import load_splits
 from .pipeline.extractor import keep_freed_memory
 from .pipeline.model import small_cnn
+from .pipeline.runtime import RUNTIMES
 from .train import TrainArguments, train
 
 DEPRECATED = (Renamed("dataset", "dataset_id"), SeedCount("seeds"), CommaList("variants"))
@@ -43,11 +44,14 @@ class StudyArguments:
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
         "help": f"augmentations the small CNN is trained with, of {' '.join(VARIANTS)}"})
     backbone_runs: bool = field(default=True, metadata={"help": "also train the frozen backbone (none and best)"})
+    runtime: str = field(default="auto", metadata={
+        "help": "what runs the frozen backbone: torch, onnxruntime or auto (the fastest, measured here)"})
     output_dir: str = "outputs/study"
 
     def __post_init__(self) -> None:
         for variant in self.variants:
             check_choice("variants", variant, VARIANTS)
+        check_choice("runtime", self.runtime, RUNTIMES)
         require(len(self.variants) >= 2 and len(self.seeds) >= 1, "--variants needs two or more, --seeds one or more")
 
 
@@ -112,7 +116,7 @@ def run_study(args: StudyArguments) -> dict:
             for s in seeds:
                 output = Path(args.output_dir) / f"backbone_{variant}_{s}"
                 result = train(TrainArguments(dataset_id=args.dataset_id, backbone=args.backbone, augmentation=variant,
-                                              seed=s, output_dir=str(output)))
+                                              seed=s, output_dir=str(output), runtime=args.runtime))
                 accuracies.append(result["validation"]["accuracy"])
             rows.append(row(f"frozen {args.backbone.removeprefix('hf-hub:')}", variant, seeds, accuracies))
     cnn = sorted((r for r in rows if r["model"].startswith("small")), key=lambda r: -r["mean"])

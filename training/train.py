@@ -46,14 +46,7 @@ from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
 from .pipeline.augment import VARIANTS, build_transform
 from .pipeline.data import TrainingData, load_splits, make_loader, training_data
-from .pipeline.extractor import (
-    PRECISIONS,
-    choose_precision,
-    compile_pays,
-    feature_extractor,
-    image_features,
-    keep_freed_memory,
-)
+from .pipeline.extractor import PRECISIONS, compile_pays, image_features, keep_freed_memory
 from .pipeline.features import FeatureBank, feature_passes, split_features, write_bank
 from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
 from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix
@@ -63,6 +56,7 @@ from .pipeline.onnx_export import export_and_check
 from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
+from .pipeline.runtime import RUNTIMES, backbone_extractor, check_runtime, choose_runtime
 from .pipeline.trust import calibrate, fit_ood
 from .publishing.model_card import push_model
 
@@ -94,6 +88,9 @@ class TrainArguments:
         "help": "also report accuracy with flip test-time augmentation, as its own row (the headline never uses "
                 "it: no user path applies it)"})
     gradient_accumulation_steps: int = 1
+    runtime: Literal[RUNTIMES] = field(default="auto", metadata={
+        "help": "what runs the frozen backbone's passes: torch, onnxruntime (fp32), or auto: the fastest of torch "
+                "fp32, torch bf16 and onnxruntime, measured here"})
     mixed_precision: Literal[PRECISIONS] = field(default="auto", metadata={
         "help": "auto: the faster of bf16 and no (fp32), measured here"})
     torch_compile: Literal["auto", "yes", "no"] = field(default="auto", metadata={
@@ -124,6 +121,8 @@ class TrainArguments:
     def __post_init__(self) -> None:
         check_choice("augmentation", self.augmentation, VARIANTS)
         check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        check_choice("runtime", self.runtime, RUNTIMES)
+        check_runtime(self.runtime, self.mixed_precision)
         check_choice("torch_compile", self.torch_compile, ("auto", "yes", "no"))
         check_choice("class_weight", self.class_weight, ("none", "balanced"))
         require(not self.push_to_hub or bool(self.model_id), "--push_to_hub needs --model_id (the repo to push to)")
@@ -180,11 +179,13 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
     model = build_model(args.backbone, len(data.class_names), pretrained=args.pretrained, freeze=True)
     model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
     config = data_config(model, crop_pct=args.crop_pct)
-    precision, probe = choose_precision(args.mixed_precision, model, config["input_size"], accelerator)
+    onnx_path = checkpoints / "backbone.onnx"
+    runtime, precision, probe = choose_runtime(args.runtime, args.mixed_precision, model, config["input_size"],
+                                               accelerator, onnx_path)
     views = feature_passes(args.augmentation, args.augmented_views)
     images = len(data.train) * (views + 1) + 2 * (len(data.holdout) + len(data.validation))  # with mirrors
-    compiled = compile_pays(args.torch_compile, images)
-    extractor = feature_extractor(model, precision, compiled)
+    compiled = runtime == "torch" and compile_pays(args.torch_compile, images)
+    extractor = backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled)
     loaders = [make_loader(ds, "none", config, False, args.batch_size, num_workers=args.num_workers)
                for ds in (data.train, data.holdout, data.validation)]
     # Not shuffled: row r of every view is image r, which the out-of-fold heads rely on.
@@ -200,7 +201,8 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
                                     for i, image in enumerate(data.neither)]  # visitors' "neither": choose the method
     ood = image_features(extractor, [item.image for item in ood_set], build_transform("none", config, train=False),
                          args.batch_size)
-    run = {"mixed_precision": precision, "precision_probe_images_per_s": probe, "torch_compile": compiled,
+    run = {"runtime": runtime, "mixed_precision": precision, "precision_probe_images_per_s": probe,
+           "torch_compile": compiled,
            "feature_seconds": round(time.time() - started, 1)}
     return Extracted(model, config, bank, holdout, holdout_labels, validation, validation_labels, ood, ood_set, run)
 

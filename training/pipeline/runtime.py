@@ -1,0 +1,102 @@
+"""Which runtime runs the frozen backbone over the images: torch (fp32 or bf16) or ONNX Runtime (fp32).
+
+The backbone never learns, so its passes are an inference problem. ``auto`` measures a short probe on
+the machine at hand, as precision is chosen (extractor.py): which of torch fp32, torch bf16 and ONNX
+Runtime is fastest differs from machine to machine (BENCHMARKS.md). fp32 is exact and ONNX Runtime's
+features agree with torch's within 1e-4 (tested), so bf16 must beat the faster fp32 runtime by
+``BF16_MUST_WIN_BY``. On a GPU, torch stays.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from torch import nn
+
+from ..errors import UserError
+from .extractor import BF16_MUST_WIN_BY, choose_precision, cpu_has_bf16, feature_extractor, forward_speed
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+OPSET = 18
+
+
+class PooledGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
+
+
+class OnnxPooledFeatures:
+    """images -> the backbone's pooled features by ONNX Runtime, fp32: a drop-in for ``PooledFeatures``.
+
+    The main process exports the frozen backbone once (to ``path``); every process then has its own
+    session, with its share of the cores as intra-op threads.
+    """
+
+    compiled = False
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], path: Path, accelerator: Accelerator):
+        import onnxruntime as ort
+
+        if accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.onnx.export(PooledGraph(model.eval()), (torch.zeros(1, *input_size),), str(path), dynamo=False,
+                              opset_version=OPSET, input_names=["pixel_values"], output_names=["features"],
+                              dynamic_axes={"pixel_values": {0: "batch"}, "features": {0: "batch"}})
+        accelerator.wait_for_everyone()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) // accelerator.num_processes)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.threads = options.intra_op_num_threads
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = np.ascontiguousarray(pixels.float().numpy())
+        return torch.from_numpy(self.session.run(["features"], {"pixel_values": pixels})[0])
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    if runtime not in RUNTIMES:
+        raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnxruntime" and precision not in ("auto", "no"):
+        raise UserError(f"--runtime onnxruntime runs fp32: use --mixed_precision no or auto, not {precision}")
+
+
+def choose_runtime(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],
+                   accelerator: Accelerator, onnx_path: Path) -> tuple[str, str, dict[str, float]]:
+    """(runtime, precision, probe images/s per candidate); every process gets the main process's choice."""
+    check_runtime(runtime, precision)
+    if runtime == "torch" or accelerator.device.type == "cuda" or (runtime == "auto" and precision in ("bf16", "fp16")):
+        return ("torch", *choose_precision(precision, model, input_size, accelerator))
+    if runtime == "onnxruntime":
+        return "onnxruntime", "no", {}
+    candidates = {"torch fp32": feature_extractor(model, "no"),
+                  "onnxruntime": OnnxPooledFeatures(model, input_size, onnx_path, accelerator)}
+    if precision == "auto" and cpu_has_bf16():
+        candidates["torch bf16"] = feature_extractor(model, "bf16")
+    speeds = dict.fromkeys(candidates, 0.0)
+    for _ in range(3):  # interleaved, best of three: this machine's speed drifts from second to second
+        for name, candidate in candidates.items():
+            speeds[name] = round(max(speeds[name], forward_speed(candidate, input_size, repeat=1)), 1)
+    best_fp32 = max(("torch fp32", "onnxruntime"), key=speeds.get)
+    bf16 = speeds.get("torch bf16", 0.0) >= BF16_MUST_WIN_BY * speeds[best_fp32]
+    choice = ["torch", "bf16", speeds] if bf16 else [best_fp32.split()[0], "no", speeds]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice)
+    return choice[0], choice[1], choice[2]
+
+
+def backbone_extractor(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],
+                       accelerator: Accelerator, onnx_path: Path, compiled: bool = False):
+    """The frozen backbone as a callable: pixels (N, 3, H, W) -> pooled features (N, D), fp32."""
+    if runtime == "onnxruntime":
+        return OnnxPooledFeatures(model, input_size, onnx_path, accelerator)
+    return feature_extractor(model, precision, compiled)
