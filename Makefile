@@ -14,7 +14,7 @@ HF_HOME_LOCAL = $(CURDIR)/.cache/localhub-hf
 HUB_ENV = HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) HF_TOKEN=$${LOCALHUB_TOKEN:-$$(cat $(abspath $(HUB_DIR))/token)} \
 	HF_HUB_DISABLE_XET=1 HF_HOME=$(HF_HOME_LOCAL)
 
-.PHONY: venv hub hub-stop demo space study retrain bench browser test test-fast lint
+.PHONY: venv hub hub-stop demo space study retrain bench browser web test test-fast lint
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -65,7 +65,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 	   >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }
 
-test: venv browser
+# The in-browser page's onnxruntime-web (web/package-lock.json), from the npm registry.
+web: web/node_modules/.installed
+web/node_modules/.installed: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --silent
+	touch $@
+
+test: venv browser web
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -18,29 +18,26 @@ from PIL import Image
 CAM_METHODS = ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
 
 
-def gradient_cam(method: str, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """(C, H, W) feature map and d(target logit)/d(feature map) -> (H, W) map, as pytorch-grad-cam."""
+def channel_weights(method: str, feature_map: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(C,) weights whose sum over the (C, H, W) feature map, clamped at 0, is ``method``'s map, as pytorch-grad-cam
+    computes it from the gradient g = weight / (H x W), the same at every location."""
+    if method == "CAM":
+        return weight
+    g = weight / np.float32(feature_map[0].size)
     if method == "Grad-CAM":  # Selvaraju et al. 2017: channel weights = mean gradient
-        weights = grads.mean((1, 2))
-    elif method == "Grad-CAM++":  # Chattopadhay et al. 2018: the closed-form alphas for an exp-linear score
-        squared, cubed = grads ** 2, grads ** 3
-        alpha = squared / (2 * squared + activations.sum((1, 2), keepdims=True) * cubed + 1e-6)
-        weights = (np.where(grads != 0, alpha, 0) * np.maximum(grads, 0)).sum((1, 2))
-    elif method == "Layer-CAM":  # Jiang et al. 2021: positive gradients weight each location
-        return np.maximum((np.maximum(grads, 0) * activations).sum(0), 0)
-    else:
-        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
-    return np.maximum(np.einsum("c,chw->hw", weights, activations), 0)
+        return g
+    if method == "Grad-CAM++":  # Chattopadhay et al. 2018: the closed-form alphas for an exp-linear score
+        alpha = g ** 2 / (2 * g ** 2 + feature_map.sum((1, 2)) * g ** 3 + 1e-6)
+        return np.where(g != 0, alpha, 0) * np.maximum(g, 0) * np.float32(feature_map[0].size)  # summed over H x W
+    if method == "Layer-CAM":  # Jiang et al. 2021: positive gradients weight each location
+        return np.maximum(g, 0)
+    raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
 
 
 def class_activation_map(feature_map: np.ndarray, weight: np.ndarray, method: str) -> np.ndarray:
     """(C, H, W) feature map and the target class's head weights (C,) -> (H, W) map in [0, 1]."""
     feature_map, weight = np.asarray(feature_map, np.float32), np.asarray(weight, np.float32)
-    if method == "CAM":
-        cam = np.maximum(np.einsum("c,chw->hw", weight, feature_map), 0)
-    else:  # the logit's gradient: mean pooling spreads each weight evenly over the H x W locations
-        grads = np.broadcast_to((weight / np.float32(feature_map[0].size))[:, None, None], feature_map.shape)
-        cam = gradient_cam(method, feature_map, grads)
+    cam = np.maximum(np.einsum("c,chw->hw", channel_weights(method, feature_map, weight), feature_map), 0)
     span = cam.max() - cam.min()
     return (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
 

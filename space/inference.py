@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from .cam import CAM_METHODS, JET_PALETTE, class_activation_map, gradient_cam, overlay  # noqa: F401
+from .cam import CAM_METHODS, JET_PALETTE, class_activation_map, overlay  # noqa: F401
 from .ood import NEITHER, SURE, UNSURE, ood_score, softmax, verdict
 from .preprocess import EvalTransform
 from .texts import neither_text, unsure_text
