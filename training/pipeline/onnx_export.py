@@ -56,18 +56,21 @@ def check_linear_head(model: nn.Module) -> None:
                         "linear layer on the average-pooled last feature map, which the ONNX Space's CAM needs")
 
 
+def export_graph(model: nn.Module, input_size: tuple[int, int, int], path: Path) -> Path:
+    """``ExportGraph(model)`` as ONNX at ``path``: fp32, opset ``OPSET``, dynamic batch, fixed spatial size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(ExportGraph(model.eval()), (torch.zeros(1, *input_size),), str(path), dynamo=False,
+                      opset_version=OPSET, input_names=["pixel_values"], output_names=list(ONNX_OUTPUTS),
+                      dynamic_axes={name: {0: "batch"} for name in ("pixel_values", *ONNX_OUTPUTS)})
+    return path
+
+
 def export_onnx(model_dir: Path) -> Path:
-    """Write ``model_dir/onnx/model.onnx`` from the saved model (what a user downloads), fp32, opset ``OPSET``."""
+    """Write ``model_dir/onnx/model.onnx`` from the saved model (what a user downloads)."""
     # A fresh load: a model that went through torch.inference_mode() has inference tensors, which export refuses.
     model = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
     check_linear_head(model)
-    size = timm.data.resolve_data_config({}, model=model)["input_size"]
-    path = model_dir / ONNX_FILE
-    path.parent.mkdir(exist_ok=True)
-    torch.onnx.export(ExportGraph(model), (torch.zeros(1, *size),), str(path), dynamo=False, opset_version=OPSET,
-                      input_names=["pixel_values"], output_names=list(ONNX_OUTPUTS),
-                      dynamic_axes={name: {0: "batch"} for name in ("pixel_values", *ONNX_OUTPUTS)})
-    return path
+    return export_graph(model, timm.data.resolve_data_config({}, model=model)["input_size"], model_dir / ONNX_FILE)
 
 
 def parity(model_dir: Path, images: Iterable[Image.Image], batch_size: int = 25) -> dict:

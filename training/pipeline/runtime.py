@@ -20,18 +20,9 @@ from torch import nn
 
 from ..errors import UserError
 from .extractor import BF16_MUST_WIN_BY, choose_precision, cpu_has_bf16, feature_extractor, forward_speed
+from .onnx_export import export_graph
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
-OPSET = 18
-
-
-class PooledGraph(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
 
 
 class OnnxPooledFeatures:
@@ -47,10 +38,7 @@ class OnnxPooledFeatures:
         import onnxruntime as ort
 
         if accelerator.is_main_process:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.onnx.export(PooledGraph(model.eval()), (torch.zeros(1, *input_size),), str(path), dynamo=False,
-                              opset_version=OPSET, input_names=["pixel_values"], output_names=["features"],
-                              dynamic_axes={"pixel_values": {0: "batch"}, "features": {0: "batch"}})
+            export_graph(model, input_size, path)  # the model repo's graph; only its "features" output is read
         accelerator.wait_for_everyone()
         options = ort.SessionOptions()
         options.log_severity_level = 3
