@@ -25,9 +25,7 @@ def _site(tmp_path: Path, model_id: str, files: list[Path]) -> Path:
     (site / "model" / "onnx").mkdir(parents=True)
     for name in ("index.html", "classify.js"):
         shutil.copy(WEB / name, site / name)
-    for path in DIST.iterdir():
-        if path.name.startswith("ort") and path.suffix in (".js", ".mjs", ".wasm"):
-            (site / path.name).symlink_to(path)
+    (site / "node_modules").symlink_to(WEB / "node_modules")  # the page loads onnxruntime-web from there
     for name in ("config.json", "onnx/model.onnx"):
         shutil.copy(hf_hub_download(model_id, name), site / "model" / name)
     (site / "images").mkdir()

@@ -6,7 +6,7 @@
 
 const base = new URLSearchParams(location.search).get("model") || "model/";
 ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a plain static host does not give
-ort.env.wasm.wasmPaths = new URL(".", location.href).href;
+ort.env.wasm.wasmPaths = new URL("node_modules/onnxruntime-web/dist/", location.href).href;
 
 const model = (async () => {
   const config = await (await fetch(base + "config.json")).json();
