@@ -176,3 +176,12 @@ def test_a_failing_gate_pushes_nothing(trained_model, monkeypatch):
     with pytest.raises(UserError, match="ONNX parity gate failed on validation"):
         publish_run(replace(args, model_id="demo/never-pushed"), results)
     assert not HfApi().repo_exists("demo/never-pushed")
+
+
+def test_a_preprocessing_the_space_cannot_reproduce_is_one_clear_error(exported):
+    config_path = exported / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["pretrained_cfg"]["crop_mode"] = "border"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"crop_mode 'border' is not reproduced without torch.*nothing pushed"):
+        onnx_export.export_and_check(exported, _photos(2), "2 photos")

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from space.inference import ONNX_FILE, ONNX_OUTPUTS, Classifier
+from space.preprocess import UnsupportedPreprocessing
 
 from ..errors import UserError
 from .torch_classifier import TorchClassifier
@@ -97,7 +98,10 @@ def export_and_check(output_dir: Path, images: Iterable[Image.Image], split: str
     """Export the run's model, measure parity on ``images`` (``split`` names them) and write onnx.json;
     a failing gate raises a UserError (the caller pushes nothing)."""
     export_onnx(output_dir / "model")
-    report = {**parity(output_dir / "model", images), "split": split, "onnxruntime": onnxruntime_version()}
+    try:
+        report = {**parity(output_dir / "model", images), "split": split, "onnxruntime": onnxruntime_version()}
+    except UnsupportedPreprocessing as e:
+        raise UserError(f"{output_dir / 'model'}: {e}, and the ONNX Space and card need it; nothing pushed") from None
     (output_dir / "onnx.json").write_text(json.dumps(report, indent=2))
     if not report["passed"]:
         raise UserError(f"ONNX parity gate failed on {split}: top-1 agrees on {report['same_top1']} of "
