@@ -73,7 +73,7 @@ web/node_modules/.installed: web/package-lock.json
 
 test: venv browser web
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The tier to run after every change (no backbone training, no Gradio server, no subprocess): about 30 s here.
 test-fast: venv
