@@ -66,3 +66,14 @@ def test_no_stage_imports_a_command_and_the_space_is_one_package():
     for path in (p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")):
         if path.name != "launcher.py":
             assert not imports(path) & flat, f"{path} imports a Space module outside the space package"
+
+
+def test_the_space_imports_neither_torch_nor_timm():
+    """The Space runs on ONNX Runtime; its requirements.txt has no torch (the served process is checked too,
+    in test_space)."""
+    heavy = {"torch", "torchvision", "timm", "transformers", "pytorch_grad_cam"}
+    for path in (ROOT / "space").glob("*.py"):
+        roots = {name.split(".")[0] for name in imports(path)}
+        assert not roots & heavy, (path.name, roots & heavy)
+    requirements = (ROOT / "space" / "requirements.txt").read_text().lower()
+    assert "onnxruntime" in requirements and not any(f"\n{name}" in requirements for name in heavy)
