@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .cli import check_choice, parse
 from .errors import UserError, hub_errors
-from .pipeline.extractor import cpu_has_bf16, feature_extractor, forward_speed, keep_freed_memory
+from .pipeline.extractor import feature_extractor, forward_speed, keep_freed_memory
 from .pipeline.images import BadImageError, is_hidden, read_image
 
 PROBE_FROM = 200  # images: below, the probe (and loading the torch model) costs more than it can save
@@ -41,8 +41,8 @@ class PredictArguments:
     mixed_precision: Literal["no", "bf16"] = field(default="no", metadata={"help": "no: fp32 (torch runtime)"})
     runtime: Literal["auto", "torch", "onnxruntime"] = field(default="auto", metadata={
         "help": f"onnxruntime: the repo's onnx/model.onnx (fp32, no torch model loaded); auto: from {PROBE_FROM} "
-                "images on, the fastest of torch fp32, torch bf16 and onnxruntime on a short probe here; below, "
-                "onnxruntime (it starts faster)"})
+                "images on, the faster of torch and onnxruntime in fp32 on a short probe here; below, onnxruntime "
+                "(it starts faster)"})
 
     def __post_init__(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, ("no", "bf16"))
@@ -82,10 +82,9 @@ def load_backbone(args: PredictArguments, images: int) -> tuple[object, Callable
                     raise UserError(str(e)) from None
         if args.runtime == "torch" or not candidates or (args.runtime == "auto" and images >= PROBE_FROM):
             timm_side = TorchClassifier(args.model_id, revision=args.revision)
-            precisions = ["no", "bf16"] if args.runtime == "auto" and cpu_has_bf16() else [args.mixed_precision]
-            for precision in precisions:
-                candidates[f"torch {'fp32' if precision == 'no' else precision}"] = (
-                    timm_side, feature_extractor(timm_side.model, precision))
+            # fp32 unless bf16 is asked for: the answers stay the ones the card and the Space give
+            name = f"torch {'fp32' if args.mixed_precision == 'no' else args.mixed_precision}"
+            candidates[name] = (timm_side, feature_extractor(timm_side.model, args.mixed_precision))
     if len(candidates) == 1:
         (name, (classifier, extract)), = candidates.items()
         return classifier, extract, name, {}
