@@ -124,14 +124,31 @@ def _assert_same_model(a, b):
 
 
 @pytest.mark.slow
-def test_bad_inputs_get_one_clear_error(hub_dataset, tmp_path):
+def test_bad_inputs_get_one_clear_error(hub_dataset, tmp_path, monkeypatch, capsys):
+    import warnings
+
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
     from PIL import Image as PILImage
 
+    from training import train
+    from training.cli import run
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # run() sets it for the command's process
+
     def fails(*args, env=None):
-        result = run_module("training.train", *args, "--output_dir", str(tmp_path / "out"), env=env)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-        return result.stderr
+        """The command's exit code and stderr: in this process (its entry point, run()), or in a fresh one when
+        the environment differs (the Hub's address is read at import)."""
+        argv = [*args, "--output_dir", str(tmp_path / "out")]
+        if env is not None:
+            result = run_module("training.train", *argv, env=env)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+            return result.stderr
+        monkeypatch.setattr("sys.argv", ["training.train", *argv])
+        with pytest.raises(SystemExit) as exited:
+            run(train.main)
+        stderr = capsys.readouterr().err
+        assert exited.value.code == 2 and stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+        return stderr
 
     assert "unknown backbone 'resnet5000'" in fails("--dataset_id", hub_dataset, "--backbone", "resnet5000")
     plain = Dataset.from_dict({"image": ["a"], "label": [0]}).cast_column("label", Value("int64"))
