@@ -34,10 +34,11 @@ class OnnxPooledFeatures:
 
     compiled = False
 
-    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], path: Path, accelerator: Accelerator):
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], path: Path, accelerator: Accelerator,
+                 export: bool = True):
         import onnxruntime as ort
 
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and export:
             export_graph(model, input_size, path)  # the model repo's graph; only its "features" output is read
         accelerator.wait_for_everyone()
         options = ort.SessionOptions()
@@ -85,6 +86,6 @@ def choose_runtime(runtime: str, precision: str, model: nn.Module, input_size: t
 def backbone_extractor(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],
                        accelerator: Accelerator, onnx_path: Path, compiled: bool = False):
     """The frozen backbone as a callable: pixels (N, 3, H, W) -> pooled features (N, D), fp32."""
-    if runtime == "onnxruntime":
-        return OnnxPooledFeatures(model, input_size, onnx_path, accelerator)
+    if runtime == "onnxruntime":  # the probe's export, if there was one (the run's checkpoints: a fresh run has none)
+        return OnnxPooledFeatures(model, input_size, onnx_path, accelerator, export=not onnx_path.is_file())
     return feature_extractor(model, precision, compiled)
