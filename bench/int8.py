@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED, machine, table
+from bench.common import SHARED, machine, table, timed
 from space.image_io import load_upload
 from space.inference import ONNX_FILE, Classifier
 
@@ -40,15 +39,8 @@ def calibration_reader(classifier: Classifier, files: list[Path]):
 
 
 def images_per_second(classifier: Classifier, pixels: np.ndarray, repeat: int = 3) -> float:
-    classifier.forward(pixels)
-    best = min(_seconds(classifier, pixels) for _ in range(repeat))
-    return len(pixels) / best
-
-
-def _seconds(classifier: Classifier, pixels: np.ndarray) -> float:
-    start = time.perf_counter()
-    classifier.forward(pixels)
-    return time.perf_counter() - start
+    """Best of ``repeat`` after one warm-up."""
+    return len(pixels) / (min(timed(lambda: classifier.forward(pixels), repeat, warmup=1)) / 1000)
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ class ModelFiles:
 class Classifier:
     """``model``: a Hub model id or a local folder in timm's Hub layout with ``onnx/model.onnx``."""
 
-    def __init__(self, model: str | os.PathLike, revision: str | None = None, threads: int | None = None):
+    def __init__(self, model: str | os.PathLike, revision: str | None = None):
         import onnxruntime as ort
 
         files = ModelFiles(model, revision)
@@ -97,8 +97,6 @@ class Classifier:
         self.setup(config, files.head(config), files.ood_statistics(config))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(files.path(ONNX_FILE), options, providers=["CPUExecutionProvider"])
 
     def setup(self, config: dict, head: tuple[np.ndarray, np.ndarray], ood_statistics: dict | None) -> None:

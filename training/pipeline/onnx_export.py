@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import timm
 import torch
 from PIL import Image
@@ -99,7 +100,7 @@ def export_and_check(output_dir: Path, images: Iterable[Image.Image], split: str
     a failing gate raises a UserError (the caller pushes nothing)."""
     export_onnx(output_dir / "model")
     try:
-        report = {**parity(output_dir / "model", images), "split": split, "onnxruntime": onnxruntime_version()}
+        report = {**parity(output_dir / "model", images), "split": split, "onnxruntime": onnxruntime.__version__}
     except UnsupportedPreprocessing as e:
         raise UserError(f"{output_dir / 'model'}: {e}, and the ONNX Space and card need it; nothing pushed") from None
     (output_dir / "onnx.json").write_text(json.dumps(report, indent=2))
@@ -109,8 +110,3 @@ def export_and_check(output_dir: Path, images: Iterable[Image.Image], split: str
                         f"(limit {MAX_PROBABILITY_GAP:g}); nothing pushed, see {output_dir / 'onnx.json'}")
     return report
 
-
-def onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
