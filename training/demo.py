@@ -23,6 +23,7 @@ from .cli import check_choice, parse
 from .errors import UserError, hub_errors
 from .pipeline.folder import DatasetArguments, build_dataset, leak_summary
 from .pipeline.runtime import RUNTIMES
+from .pipeline.stages import STAGE_CHOICES
 from .publish_space import SpaceArguments, publish_space
 from .publishing.dataset_card import CardText, push_dataset
 from .train import TrainArguments, release
@@ -43,10 +44,14 @@ class DemoArguments:
                           metadata={"help": "resnet50.tv_in1k on a connected machine"})
     runtime: str = field(default="auto", metadata={
         "help": "what runs the frozen backbone: torch, onnxruntime or auto (the fastest, measured here)"})
+    unfreeze_last_stages: str = field(default="0", metadata={
+        "help": "tune the backbone's last N stages (1 or 2) before the head; 0: frozen; auto: measured on the "
+                "train holdout (training.train --help)"})
     output_dir: str = field(default="outputs/demo", metadata={"help": "the run goes to <output_dir>/<name>"})
 
     def __post_init__(self) -> None:
         check_choice("runtime", self.runtime, RUNTIMES)
+        check_choice("unfreeze_last_stages", self.unfreeze_last_stages, STAGE_CHOICES)
     study_dir: str = field(default="outputs/study", metadata={"help": "put this study in the card, if present"})
 
 
@@ -99,6 +104,7 @@ def main() -> None:
           f"{leak_summary(report)}")
     train_args = TrainArguments(dataset_id=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
                                 study_dir=args.study_dir, model_id=model_id, runtime=args.runtime,
+                                unfreeze_last_stages=args.unfreeze_last_stages,
                                 title=f"{args.title} classifier" if args.title else None)
     released = release(train_args, study_dir=Path(args.study_dir))
     results, faithfulness = released.results, released.faithfulness

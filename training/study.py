@@ -28,6 +28,7 @@ from .pipeline.data import load_splits
 from .pipeline.extractor import keep_freed_memory
 from .pipeline.model import small_cnn
 from .pipeline.runtime import RUNTIMES
+from .pipeline.stages import STAGE_CHOICES
 from .train import TrainArguments, train
 
 DEPRECATED = (Renamed("dataset", "dataset_id"), SeedCount("seeds"), CommaList("variants"))
@@ -46,12 +47,16 @@ class StudyArguments:
     backbone_runs: bool = field(default=True, metadata={"help": "also train the frozen backbone (none and best)"})
     runtime: str = field(default="auto", metadata={
         "help": "what runs the frozen backbone: torch, onnxruntime or auto (the fastest, measured here)"})
+    unfreeze_last_stages: str = field(default="0", metadata={
+        "help": "tune the backbone's last N stages (1 or 2) before the head; 0: frozen; auto: measured on the "
+                "train holdout (training.train --help)"})
     output_dir: str = "outputs/study"
 
     def __post_init__(self) -> None:
         for variant in self.variants:
             check_choice("variants", variant, VARIANTS)
         check_choice("runtime", self.runtime, RUNTIMES)
+        check_choice("unfreeze_last_stages", self.unfreeze_last_stages, STAGE_CHOICES)
         require(len(self.variants) >= 2 and len(self.seeds) >= 1, "--variants needs two or more, --seeds one or more")
 
 
@@ -116,7 +121,8 @@ def run_study(args: StudyArguments) -> dict:
             for s in seeds:
                 output = Path(args.output_dir) / f"backbone_{variant}_{s}"
                 result = train(TrainArguments(dataset_id=args.dataset_id, backbone=args.backbone, augmentation=variant,
-                                              seed=s, output_dir=str(output), runtime=args.runtime))
+                                              seed=s, output_dir=str(output), runtime=args.runtime,
+                                              unfreeze_last_stages=args.unfreeze_last_stages))
                 accuracies.append(result["validation"]["accuracy"])
             rows.append(row(f"frozen {args.backbone.removeprefix('hf-hub:')}", variant, seeds, accuracies))
     cnn = sorted((r for r in rows if r["model"].startswith("small")), key=lambda r: -r["mean"])

@@ -57,10 +57,13 @@ from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
 from .pipeline.runtime import RUNTIMES, backbone_extractor, check_runtime, choose_runtime
+from .pipeline.stages import STAGE_CHOICES
 from .pipeline.trust import calibrate, fit_ood
+from .pipeline.unfreeze import stage_banks
 from .publishing.model_card import push_model
 
 DEPRECATED = (Renamed("dataset", "dataset_id"), RepoIdFlag("push_to_hub", "model_id"))
+SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
 
 
 @dataclass
@@ -117,6 +120,12 @@ class TrainArguments:
         "help": "leak-free validation images the heatmaps' faithfulness is measured on (with --push_to_hub)"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
+    unfreeze_last_stages: str = field(default="0", metadata={
+        "help": "tune the backbone's last N stages (1 or 2) on cached activations before the head; 0: frozen; "
+                "auto: tune the last stage only if it answers more of the train holdout right"})
+    stage_epochs: int = field(default=3, metadata={"help": "epochs over the cached activations when tuning stages"})
+    stage_learning_rate: float = field(default=1e-4, metadata={
+        "help": "the tuned stages' learning rate (the head keeps --learning_rate)"})
 
     def __post_init__(self) -> None:
         check_choice("augmentation", self.augmentation, VARIANTS)
@@ -125,6 +134,9 @@ class TrainArguments:
         check_runtime(self.runtime, self.mixed_precision)
         check_choice("torch_compile", self.torch_compile, ("auto", "yes", "no"))
         check_choice("class_weight", self.class_weight, ("none", "balanced"))
+        check_choice("unfreeze_last_stages", self.unfreeze_last_stages, STAGE_CHOICES)
+        require(self.unfreeze_last_stages == "0" or self.runtime != "onnxruntime",
+                "--unfreeze_last_stages runs the frozen part with torch: use --runtime torch or auto")
         require(not self.push_to_hub or bool(self.model_id), "--push_to_hub needs --model_id (the repo to push to)")
         require(0 < self.neither_rate <= self.unsure_rate < 1,
                 f"need 0 < --neither_rate <= --unsure_rate < 1, got {self.neither_rate} and {self.unsure_rate}")
@@ -146,6 +158,8 @@ class Extracted:
     ood: torch.Tensor
     ood_set: list[OODImage]
     run: dict  # precision, compile and timing facts for results.json
+    fold_of: np.ndarray | None = None  # tuned stages: the folds their out-of-fold twins left out
+    fold_banks: list[FeatureBank] | None = None  # ... and each fold's bank (pipeline/unfreeze.py)
 
 
 def train(args: TrainArguments) -> dict:
@@ -180,21 +194,29 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
     model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
     config = data_config(model, crop_pct=args.crop_pct)
     onnx_path = checkpoints / "backbone.onnx"
-    runtime, precision, probe = choose_runtime(args.runtime, args.mixed_precision, model, config["input_size"],
-                                               accelerator, onnx_path)
+    tuning = args.unfreeze_last_stages != "0"
+    runtime, precision, probe = choose_runtime("torch" if tuning else args.runtime, args.mixed_precision, model,
+                                               config["input_size"], accelerator, onnx_path)
     views = feature_passes(args.augmentation, args.augmented_views)
     images = len(data.train) * (views + 1) + 2 * (len(data.holdout) + len(data.validation))  # with mirrors
     compiled = runtime == "torch" and compile_pays(args.torch_compile, images)
-    extractor = backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled)
     loaders = [make_loader(ds, "none", config, False, args.batch_size, num_workers=args.num_workers)
                for ds in (data.train, data.holdout, data.validation)]
     # Not shuffled: row r of every view is image r, which the out-of-fold heads rely on.
     augmented = make_loader(data.train, args.augmentation, config, True, args.batch_size, shuffle=False,
                             num_workers=args.num_workers)
     plain_loader, holdout_loader, validation_loader, augmented = accelerator.prepare(*loaders, augmented)
-    bank = write_bank(extractor, plain_loader, augmented, accelerator, views, args.seed, checkpoints / "bank",
-                      resume=args.resume)
-    holdout, holdout_labels = split_features(extractor, holdout_loader, accelerator, flip=True, desc="holdout")
+    stages = None
+    if tuning:  # the model's last stage(s) change here; the splits below then go through the tuned model
+        stages = stage_banks(args, model, config["input_size"], precision, compiled,
+                             (plain_loader, augmented, holdout_loader), data.groups, accelerator, checkpoints)
+    extractor = backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled)
+    if stages:
+        bank, holdout, holdout_labels = stages.bank, stages.holdout, stages.holdout_labels
+    else:
+        bank = write_bank(extractor, plain_loader, augmented, accelerator, views, args.seed, checkpoints / "bank",
+                          resume=args.resume)
+        holdout, holdout_labels = split_features(extractor, holdout_loader, accelerator, flip=True, desc="holdout")
     validation, validation_labels = split_features(extractor, validation_loader, accelerator, flip=True,
                                                    desc="validation")
     ood_set = ood_images(seed=0) + [OODImage(f"feedback_{i}", "feedback", "selection", image)
@@ -202,9 +224,10 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
     ood = image_features(extractor, [item.image for item in ood_set], build_transform("none", config, train=False),
                          args.batch_size)
     run = {"runtime": runtime, "mixed_precision": precision, "precision_probe_images_per_s": probe,
-           "torch_compile": compiled,
-           "feature_seconds": round(time.time() - started, 1)}
-    return Extracted(model, config, bank, holdout, holdout_labels, validation, validation_labels, ood, ood_set, run)
+           "torch_compile": compiled, "feature_seconds": round(time.time() - started, 1),
+           "stages": stages.report if stages else {"requested": "0", "chosen": 0}}
+    return Extracted(model, config, bank, holdout, holdout_labels, validation, validation_labels, ood, ood_set, run,
+                     *((stages.fold_of, stages.fold_banks) if stages else ()))
 
 
 def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator: Accelerator, output_dir: Path,
@@ -212,8 +235,8 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     """Job 2: every head on the cached features, then calibration, "neither", validation and the saved model."""
     # Every training image scored by heads that never saw it (nor its near duplicates): for calibration, the
     # mislabel finder and the "neither" limits.
-    fold_of = cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
-    held_out = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args, fold_of)
+    fold_of = x.fold_of if x.fold_banks else cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
+    held_out = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args, fold_of, x.fold_banks)
     mislabels = find_suspects(out_of_fold_probabilities(held_out.logits(), held_out.rows % x.bank.images,
                                                         len(data.train)),
                               np.asarray(data.train["label"]), data.files, data.class_names)
@@ -230,7 +253,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     ood_report, ood_config, ood_statistics = fit_ood(
         linear, calibration["temperature"], x.bank, fold_of, fold_logits, held_out.rows, x.holdout.flatten(0, 1),
         x.validation[0], x.validation_labels, x.ood, [item.part for item in x.ood_set], len(data.class_names),
-        args.seed, (args.unsure_rate, args.neither_rate))
+        args.seed, (args.unsure_rate, args.neither_rate), x.fold_banks)
     ood_report["ood_set"] = describe(x.ood_set)
     results = evaluate_validation(linear, x.validation, x.validation_labels, data.validation, args.flip_tta,
                                   data.class_names)
@@ -242,6 +265,9 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
+    if args.unfreeze_last_stages == "0" and state["best_holdout"] < SUGGEST_TUNING_BELOW:
+        accelerator.print(f"holdout accuracy {state['best_holdout']:.3f} with the backbone frozen: its features may "
+                          "not separate these images; try --unfreeze_last_stages auto")
     if accelerator.is_main_process:
         extra = {"ood": ood_config, "calibration": {"temperature": calibration["temperature"],
                                                     "fitted_on": calibration["fitted_on"], "folded_into_head": True}}
@@ -306,6 +332,11 @@ def main() -> None:
     full, clean = results["validation"], results["validation_leak_free"]
     print(f"validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
           f"(leak-free {clean['n']}); best head epoch {results['best_epoch']}; {results['seconds']} s")
+    if args.unfreeze_last_stages != "0":
+        stages = results["stages"]
+        print(f"last stages tuned: {stages['chosen']} (asked: {stages['requested']}; holdout accuracy frozen "
+              f"{stages['frozen']['holdout_accuracy']:.3f}, last {stages['depth_tried']} tuned "
+              f"{stages['tuned']['best']['holdout_accuracy']:.3f})")
     if released and released.commit:
         print(f"pushed model {args.model_id}: {released.commit.commit_url}")
 

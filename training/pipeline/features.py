@@ -48,7 +48,7 @@ class FeatureBank:
             # A mapping per read, dropped at once: pages read stay in the page cache, not in this process.
             mapped = np.load(self.files[v], mmap_mode="r")
             where = (view == v).nonzero().squeeze(1)
-            out[where] = torch.from_numpy(np.ascontiguousarray(mapped[image[where].numpy()]))
+            out[where] = torch.from_numpy(np.ascontiguousarray(mapped[image[where].numpy()], dtype=np.float32))
             del mapped
         return out
 
@@ -141,9 +141,10 @@ def _batches(backbone, loader, accelerator: Accelerator, flip: bool, desc: str):
 
 @torch.inference_mode()
 def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerator, views: int, seed: int,
-               directory: Path, resume: bool = False) -> FeatureBank:
+               directory: Path, resume: bool = False, dtype: str = "<f4") -> FeatureBank:
     """Train features to ``directory``: the images as evaluated, their mirrors, then ``views - 1`` augmented
-    passes. Each file is written as its batches come and renamed when complete, so ``resume`` skips it."""
+    passes. Each file is written as its batches come and renamed when complete, so ``resume`` skips it.
+    ``dtype`` ``<f2``: fp16 rows (the prefix activations of stages.py, twice the size of float32 otherwise)."""
     names = ["plain", "mirror"] + [f"augmented_{v:03d}" for v in range(1, views)]
     files = [directory / f"view_{i:03d}_{name}.npy" for i, name in enumerate(names)]
     labels_file = directory / "labels.npy"
@@ -153,7 +154,7 @@ def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerato
             continue
         set_seed(seed * 1000 + view)  # a view depends on (seed, view) only: resume is exact
         loader = plain_loader if view == 0 else augmented_loader
-        writers = [NpyRowWriter(f, len(loader.dataset)) for f in targets] if accelerator.is_main_process else []
+        writers = [NpyRowWriter(f, len(loader.dataset), dtype) for f in targets] if accelerator.is_main_process else []
         collected = []
         for features, batch_labels in _batches(backbone, loader, accelerator, view == 0, f"view {view + 1}/{views}"):
             for i, writer in enumerate(writers):
@@ -168,19 +169,21 @@ def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerato
 
 
 class NpyRowWriter:
-    """Writes ``rows`` float32 rows to ``<path>.tmp`` as they come; renamed to ``path`` when all are there."""
+    """Writes ``rows`` rows (float32, or ``dtype``) to ``<path>.tmp`` as they come; renamed to ``path`` when all
+    are there."""
 
-    def __init__(self, path: Path, rows: int):
+    def __init__(self, path: Path, rows: int, dtype: str = "<f4"):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.tmp, self.expected, self.written = path, path.with_suffix(".tmp"), rows, 0
+        self.dtype = dtype
         self.file = open(self.tmp, "wb")
 
     def append(self, rows: np.ndarray) -> None:
         if self.written == 0:  # the header needs the width, known with the first batch
-            np.lib.format.write_array_header_1_0(self.file, {"descr": "<f4", "fortran_order": False,
+            np.lib.format.write_array_header_1_0(self.file, {"descr": self.dtype, "fortran_order": False,
                                                              "shape": (self.expected, rows.shape[1])})
         self.written += len(rows)
-        self.file.write(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
 
     def close(self) -> None:
         self.file.flush()

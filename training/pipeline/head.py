@@ -130,29 +130,32 @@ class OutOfFold:
     fitted on heads trained exactly as long as the one it scales.
     """
 
-    def __init__(self, bank: FeatureBank, rows: list[torch.Tensor], states: list[list[dict]], num_classes: int):
+    def __init__(self, bank: FeatureBank, rows: list[torch.Tensor], states: list[list[dict]], num_classes: int,
+                 fold_banks: list[FeatureBank] | None = None):
         self.bank, self.fold_rows, self.states, self.num_classes = bank, rows, states, num_classes
+        self.fold_banks = fold_banks or [bank] * len(rows)  # the bank each fold's head was trained on
         self.rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
         self.labels = bank.labels[self.rows] if rows else torch.empty(0, dtype=torch.long)
 
     def logits(self, epoch: int = -1) -> torch.Tensor:
         """(R, C) logits of ``rows`` from the fold heads after ``epoch`` (-1: the last)."""
         out = [torch.empty(0, self.num_classes)]
-        for rows, states in zip(self.fold_rows, self.states, strict=True):
-            linear = nn.Linear(self.bank.dim, self.num_classes)
+        for rows, states, bank in zip(self.fold_rows, self.states, self.fold_banks, strict=True):
+            linear = nn.Linear(bank.dim, self.num_classes)
             linear.load_state_dict(states[epoch])
             with torch.no_grad():
-                out += [linear(features) for features, _ in self.bank.chunks(rows)]
+                out += [linear(features) for features, _ in bank.chunks(rows)]
         return torch.cat(out)
 
 
-def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, fold_of: np.ndarray | None
-                       ) -> OutOfFold:
+def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, fold_of: np.ndarray | None,
+                       fold_banks: list[FeatureBank] | None = None) -> OutOfFold:
     """Every train image's plain views scored by a head that never saw it (nor its near duplicates).
 
     The bank's first two views are un-augmented (the image and its mirror). One head per fold of
     ``fold_of`` (cross_fit_folds) is trained with the final head's recipe on the other folds' rows, every
     view (as sklearn's CalibratedClassifierCV with ensemble=False); every process computes the same heads.
+    ``fold_banks``: fold k's features come from its own bank (tuned stages that never saw fold k: stages.py).
     """
     images, plain_views = bank.images, 2
     rows_out, states = [], []
@@ -166,9 +169,9 @@ def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, 
         held_out = held.nonzero().squeeze(1)
         rows_out.append(torch.cat([view * images + held_out for view in range(plain_views)]))
         states.append([])
-        fit_plain_head(linear, bank, rows, accelerator, args, seed=args.seed * 100 + fold,
-                       after_epoch=lambda head, kept=states[-1]: kept.append(folded(head)))
-    return OutOfFold(bank, rows_out, states, linear.out_features)
+        fit_plain_head(linear, fold_banks[fold] if fold_banks else bank, rows, accelerator, args,
+                       seed=args.seed * 100 + fold, after_epoch=lambda head, kept=states[-1]: kept.append(folded(head)))
+    return OutOfFold(bank, rows_out, states, linear.out_features, fold_banks)
 
 
 def folded(head: StandardizedHead) -> dict[str, torch.Tensor]:

@@ -49,7 +49,8 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
     data = ModelCardData(
         library_name="timm", pipeline_tag="image-classification", license=args.license,
         datasets=[dataset_id], base_model=base, tags=["image-classification", "timm", "transfer-learning",
-                                                      "frozen-backbone"],
+                                                      "tuned-last-stages" if results.get("stages", {}).get("chosen")
+                                                      else "frozen-backbone"],
         model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
     title = args.title or repo_id.split("/")[-1]

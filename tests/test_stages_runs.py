@@ -1,0 +1,114 @@
+"""Whole runs with ``--unfreeze_last_stages``: a pushed tuned model, auto's choice, SIGKILL and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load_file
+
+from bench.far_folders import make_folder
+from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny_run(dataset: str, output_dir, *extra: str) -> list[str]:
+    return ["-m", "training.train", "--dataset_id", dataset, "--backbone", "tf_efficientnet_lite0", "--pretrained",
+            "false", "--max_train_samples", "48", "--augmented_views", "1", "--epochs", "2", "--stage_epochs", "2",
+            "--unfreeze_last_stages", "1", "--output_dir", str(output_dir), *extra]
+
+
+def test_a_tuned_model_pushed_loads_in_timm_the_pipeline_and_the_space_with_the_same_answers(hub_dataset, tmp_path):
+    done = run_module(*_tiny_run(hub_dataset, tmp_path / "run", "--push_to_hub", "--model_id", "demo/avp-tuned",
+                                 "--faithfulness_images", "2")[1:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "last stages tuned: 1" in done.stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["stages"]["chosen"] == 1 and results["stages"]["fold_tunings"] >= 2
+    card = ModelCard.load("demo/avp-tuned")
+    assert "last 1 stage(s) tuned" in card.text and "tuned-last-stages" in card.data.tags
+    assert "--unfreeze_last_stages 1" in card.text
+
+    images = [DATA_DIR / "validation" / kind / f"{i}.jpg" for kind in ("alien", "predator") for i in range(3)]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.open(image).convert("RGB").save(paths[-1])
+    script = f"""
+import json, timm, torch
+from PIL import Image
+from transformers import pipeline
+from space.inference import Classifier
+paths = {[str(p) for p in paths]!r}
+model = timm.create_model("hf-hub:demo/avp-tuned", pretrained=True).eval()
+transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))
+names = model.pretrained_cfg["label_names"]
+pipe = pipeline("image-classification", model="demo/avp-tuned")
+space = Classifier("demo/avp-tuned")
+out = []
+for path in paths:
+    with torch.no_grad():
+        probs = model(transform(Image.open(path).convert("RGB")).unsqueeze(0)).softmax(-1)[0].tolist()
+    top = pipe(path)[0]
+    answer = space.predict(Image.open(path), method=None)
+    out.append({{"timm": names[max(range(len(probs)), key=probs.__getitem__)], "timm_p": max(probs),
+                "pipeline": top["label"], "space": max(answer.confidences, key=answer.confidences.get),
+                "space_p": max(answer.confidences.values())}})
+print(json.dumps(out))
+"""
+    loaded = run_module("tests.run_python", script, env=fresh_hf_home(tmp_path))
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    for row in json.loads(loaded.stdout.strip().splitlines()[-1]):
+        assert row["timm"] == row["pipeline"] == row["space"], row
+        assert abs(row["timm_p"] - row["space_p"]) < 1e-4
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("glyphs", "tuned"), ("flat", "frozen")])
+def test_auto_tunes_on_a_folder_far_from_imagenet_and_not_on_one_the_frozen_head_separates(kind, expected, lite0,
+                                                                                          tmp_path):
+    folder = tmp_path / kind
+    if kind == "glyphs":
+        make_folder(folder, "glyphs", train_per_class=24, validation_per_class=4)
+    else:  # two flat colours with noise: ImageNet features separate them at once
+        for split, count in (("train", 30), ("validation", 5)):
+            for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+                (folder / split / name).mkdir(parents=True)
+                for i in range(count):
+                    shade = tuple(min(255, c + (i * 7) % 40) for c in colour)
+                    Image.new("RGB", (48, 48), shade).save(folder / split / name / f"{i}.png")
+    done = run_module("training.train", "--dataset_id", str(folder), "--backbone", lite0, "--augmentation", "none",
+                      "--epochs", "5", "--stage_epochs", "3", "--holdout_fraction", "0.25",
+                      "--unfreeze_last_stages", "auto", "--output_dir", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    stages = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
+    assert (stages["chosen"] > 0) == (expected == "tuned"), stages
+
+
+def test_killed_during_the_fold_tunings_resumes_to_the_same_tuned_model(hub_dataset, tmp_path):
+    straight = run_module(*_tiny_run(hub_dataset, tmp_path / "straight")[1:])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    command = [sys.executable, *_tiny_run(hub_dataset, tmp_path / "killed")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    marker = tmp_path / "killed" / "checkpoints" / "stages" / "depth_1_fold_0.safetensors"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert marker.exists() and not (tmp_path / "killed" / "results.json").exists()
+    resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("straight", "killed"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-4
+    ra, rb = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("straight", "killed"))
+    assert ra["validation"] == rb["validation"] and ra["stages"]["tuned"]["best"] == rb["stages"]["tuned"]["best"]

@@ -1,0 +1,235 @@
+"""Unfreezing the last stage(s): tune them on cached activations of the frozen part (LP-FT on a bank).
+
+The backbone is cut before its last ``n`` stages. The frozen prefix runs once per image and view
+(``PrefixFeatures``, written to disk as fp16 by ``features.write_bank``); each tuning epoch runs only
+the ``Suffix`` (the last stages and what follows them up to the pooled features) and a linear head.
+The head starts from the frozen model's linear probe (LP-FT, Kumar et al. 2022); the stages learn at
+``--stage_learning_rate``, the head at ``--learning_rate``. Everything stays in eval mode: BatchNorm
+keeps its running statistics, and frozen parameters keep ``requires_grad=False``.
+
+Honesty: features from stages tuned on an image are closer to their class than a new image's, so
+out-of-fold heads on them would make calibration over-confident and the "neither" limits too tight.
+The stages are therefore also tuned once per fold (``STAGE_FOLDS``, near duplicates on one side), and
+each fold's out-of-fold figures use the bank of a suffix that never saw that fold (``fold_banks``).
+
+The saved model stays the plain timm architecture with changed weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import UserError
+from .extractor import PooledFeatures
+from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
+from .head import StandardizedHead, class_weights
+
+STAGE_CHOICES = ("0", "1", "2", "auto")
+AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
+STAGE_FOLDS = 3  # fold tunings for honest calibration and "neither" limits (each on 2/3 of train)
+AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
+
+
+def stages_of(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
+    """(stem, stages, tail) of a timm EfficientNet or ResNet: forward_features runs them in that order."""
+    kind = type(model).__name__
+    if kind == "EfficientNet":
+        return [model.conv_stem, model.bn1], list(model.blocks), [model.conv_head, model.bn2]
+    if kind == "ResNet":
+        return ([model.conv1, model.bn1, model.act1, model.maxpool],
+                [model.layer1, model.layer2, model.layer3, model.layer4], [])
+    raise UserError(f"--unfreeze_last_stages supports timm's EfficientNet and ResNet families; this backbone is a "
+                    f"{kind}: use --unfreeze_last_stages 0")
+
+
+def check_depth(model: nn.Module, n: int) -> None:
+    stages = stages_of(model)[1]
+    if not 0 < n < len(stages):
+        raise UserError(f"--unfreeze_last_stages {n}: this backbone has {len(stages)} stages; use 1 to "
+                        f"{len(stages) - 1}")
+
+
+class Prefix(nn.Module):
+    """pixels -> the activation before the last ``n`` stages (the frozen part)."""
+
+    def __init__(self, model: nn.Module, n: int):
+        super().__init__()
+        stem, stages, _ = stages_of(model)
+        self.layers = nn.Sequential(*stem, *stages[:len(stages) - n])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixels)
+
+
+class Suffix(nn.Module):
+    """The activation before the last ``n`` stages -> pooled features; its parameters are the model's own."""
+
+    def __init__(self, model: nn.Module, n: int, shape: tuple[int, ...]):
+        super().__init__()
+        _, stages, tail = stages_of(model)
+        self.layers = nn.Sequential(*stages[len(stages) - n:], *tail)
+        self.pool = model.global_pool
+        self.shape = tuple(shape)  # (C, H, W) of the cached activation
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.layers(rows.view(-1, *self.shape)))
+
+
+class PrefixFeatures(PooledFeatures):
+    """``PooledFeatures`` for the prefix: rows are the flattened activation at the cut."""
+
+    def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixels).flatten(1)
+
+
+def prefix_extractor(model: nn.Module, n: int, precision: str, compiled: bool = False) -> PrefixFeatures:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    prefix = copy.deepcopy(Prefix(model, n)).to(dtype).eval().to(memory_format=torch.channels_last)
+    return PrefixFeatures(prefix, compiled)
+
+
+def activation_shape(model: nn.Module, n: int, input_size: tuple[int, int, int]) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(Prefix(model, n).eval()(torch.zeros(1, *input_size)).shape[1:])
+
+
+@dataclass
+class Tuned:
+    """A tuning's result: the suffix's weights and what the holdout said after each epoch."""
+
+    state: dict[str, torch.Tensor]
+    report: dict
+
+
+class StageModel(nn.Module):
+    def __init__(self, suffix: Suffix, head: StandardizedHead):
+        super().__init__()
+        self.suffix, self.head = suffix, head
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.head(self.suffix(rows))
+
+
+def holdout_figures(model: nn.Module, holdout: FeatureBank) -> tuple[int, float]:
+    """(right answers over the holdout's images and mirrors, mean log loss) of rows -> logits ``model``."""
+    model.eval()
+    right, loss = 0, 0.0
+    with torch.no_grad():
+        for rows, labels in holdout.chunks(torch.arange(len(holdout)), 256):
+            logits = model(rows)
+            right += int((logits.argmax(-1) == labels).sum())
+            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+    return right, loss / max(len(holdout), 1)
+
+
+def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: StandardizedHead, bank: FeatureBank,
+                rows: torch.Tensor, holdout: FeatureBank | None, epochs: int, accelerator, args, seed: int,
+                saved: Path) -> Tuned:
+    """A copy of ``model``'s last ``n`` stages tuned on ``rows`` of the prefix ``bank`` with a head that starts as
+    ``probe``; with a ``holdout`` the epoch of lowest holdout log loss is kept, else the last. Saved to ``saved``
+    (a resumed run loads it instead of tuning again: the result depends on the arguments and seed only)."""
+    if saved.is_file():
+        return Tuned(load_file(saved), json.loads(saved.with_suffix(".json").read_text()))
+    started = time.time()
+    set_seed(seed)
+    suffix = copy.deepcopy(Suffix(model, n, shape))
+    for p in suffix.parameters():
+        p.requires_grad_(True)
+    tuned = StageModel(suffix, copy.deepcopy(probe))
+    loader = bank_loader(bank, rows, args.batch_size, seed)
+    order = loader.generator
+    optimizer = torch.optim.AdamW([{"params": list(suffix.parameters()), "lr": args.stage_learning_rate},
+                                   {"params": list(tuned.head.parameters()), "lr": args.learning_rate}],
+                                  weight_decay=args.weight_decay)
+    steps = max(4, epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.stage_learning_rate, args.learning_rate],
+                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)  # 2+ warm-up
+    weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
+    prepared, optimizer, loader, scheduler = accelerator.prepare(tuned, optimizer, loader, scheduler)
+    best, history = None, []
+    for epoch in range(epochs):
+        order.manual_seed(seed + epoch)
+        prepared.eval()  # BatchNorm keeps its running statistics; no dropout
+        for features, labels in loader:
+            loss = F.cross_entropy(prepared(features), labels, weight=weight, label_smoothing=args.label_smoothing)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        unwrapped = accelerator.unwrap_model(prepared)
+        entry = {"epoch": epoch}
+        if holdout is not None:
+            right, loss = holdout_figures(unwrapped, holdout)
+            entry.update(holdout_accuracy=right / len(holdout), holdout_loss=loss)
+        history.append(entry)
+        if holdout is None or best is None or entry["holdout_loss"] <= best[0]["holdout_loss"]:
+            best = (entry, {k: v.detach().clone() for k, v in unwrapped.suffix.state_dict().items()})
+    report = {"depth": n, "epochs": epochs, "best": best[0], "history": history, "rows": len(rows),
+              "seconds": round(time.time() - started, 1)}
+    if accelerator.is_main_process:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        save_file(best[1], saved.with_suffix(".tmp"))
+        saved.with_suffix(".json").write_text(json.dumps(report))
+        saved.with_suffix(".tmp").replace(saved)  # the weights last: a complete tuning
+    accelerator.wait_for_everyone()
+    return Tuned(best[1], report)
+
+
+@torch.inference_mode()
+def pooled_bank(suffix: Suffix, prefix: FeatureBank, directory: Path, accelerator) -> FeatureBank:
+    """``suffix`` over every row of the prefix bank: the pooled bank the heads train on (one file per view)."""
+    files = [directory / Path(file).name for file in prefix.files]
+    if accelerator.is_main_process:
+        suffix.eval()
+        for view, file in enumerate(files):
+            if file.is_file():  # a resumed run: written whole before (renamed when complete)
+                continue
+            writer = NpyRowWriter(file, prefix.images)
+            index = torch.arange(prefix.images) + view * prefix.images
+            for rows, _ in prefix.chunks(index, READ_CHUNK_ROWS // 8):
+                writer.append(suffix(rows).float().numpy())
+            writer.close()
+    accelerator.wait_for_everyone()
+    return FeatureBank(files, prefix.image_labels)
+
+
+def pooled_pairs(suffix: Suffix, prefix: FeatureBank) -> torch.Tensor:
+    """A small split's (2, N, D) pooled features (the image and its mirror) from its in-memory prefix bank."""
+    suffix.eval()
+    with torch.no_grad():
+        out = torch.cat([suffix(rows) for rows, _ in prefix.chunks(torch.arange(len(prefix)), 256)])
+    return out.view(2, prefix.images, -1)
+
+
+def load_suffix(model: nn.Module, n: int, shape: tuple[int, ...], state: dict[str, torch.Tensor],
+                as_copy: bool = False) -> Suffix:
+    """The model's own suffix with ``state`` loaded into it (the model changes), or a copy (a fold's)."""
+    suffix = Suffix(model, n, shape)
+    if as_copy:
+        suffix = copy.deepcopy(suffix)
+    with torch.no_grad():
+        for name, tensor in suffix.state_dict().items():
+            tensor.copy_(state[name])  # in place: requires_grad stays False, the model keeps its tensors
+    return suffix
+
+
+def auto_choice(frozen_right: int, tuned: dict[int, Tuned], predictions: int) -> int:
+    """0, or the depth whose holdout answers beat the frozen model's by at least ``AUTO_MIN_GAIN`` (and 2)."""
+    need = max(2, int(np.ceil(AUTO_MIN_GAIN * predictions)))
+    best, best_right = 0, frozen_right + need - 1
+    for depth, result in sorted(tuned.items()):
+        right = round(result.report["best"]["holdout_accuracy"] * predictions)
+        if right > best_right:
+            best, best_right = depth, right
+    return best

@@ -1,0 +1,106 @@
+"""``--unfreeze_last_stages``: the banks the head is trained on when the last stage(s) are tuned (stages.py).
+
+    prefix bank (fp16, every view) -> the frozen linear probe            (LP; auto's "0")
+                                   -> the stages tuned on all of train   (FT; auto's "1", epoch by the holdout)
+                                   -> per fold, stages tuned without it  (honest calibration and "neither")
+    then the pooled banks: the tuned suffix over every row, and each fold's suffix over every row.
+
+``auto`` keeps the frozen model unless tuning answers more of the train holdout right (stages.auto_choice);
+validation is never looked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import FeatureBank, write_bank
+from .head import cross_fit_folds, fit_plain_head
+from .stages import (
+    AUTO_DEPTHS,
+    AUTO_MIN_GAIN,
+    STAGE_FOLDS,
+    StageModel,
+    Suffix,
+    activation_shape,
+    auto_choice,
+    check_depth,
+    holdout_figures,
+    load_suffix,
+    pooled_bank,
+    pooled_pairs,
+    prefix_extractor,
+    tune_stages,
+)
+
+
+@dataclass
+class StageBanks:
+    bank: FeatureBank  # pooled train features of the model as saved
+    holdout: torch.Tensor  # (2, N, D)
+    holdout_labels: torch.Tensor
+    fold_of: np.ndarray | None  # the stage folds (None: frozen, or too few images for folds)
+    fold_banks: list[FeatureBank] | None
+    report: dict  # for results.json and the card
+
+
+def requested_depths(requested: str) -> tuple[int, ...]:
+    return AUTO_DEPTHS if requested == "auto" else (int(requested),)
+
+
+def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precision: str, compiled: bool,
+                loaders: tuple, groups: np.ndarray, accelerator, checkpoints: Path) -> StageBanks:
+    """Tune the last stage(s) of ``model`` in place (or keep it, for auto's 0); ``loaders``: (train plain,
+    train augmented, holdout), prepared; ``groups``: near-duplicate group ids of train (the folds keep them whole)."""
+    plain, augmented, holdout_loader = loaders
+    depth = max(requested_depths(args.unfreeze_last_stages))
+    check_depth(model, depth)
+    shape = activation_shape(model, depth, input_size)
+    extractor = prefix_extractor(model, depth, precision, compiled)
+    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)
+    prefix = write_bank(extractor, plain, augmented, accelerator, views, args.seed, checkpoints / "prefix",
+                        resume=args.resume, dtype="<f2")
+    holdout = write_bank(extractor, holdout_loader, None, accelerator, 1, args.seed, checkpoints / "prefix_holdout",
+                         resume=args.resume, dtype="<f2")
+    frozen = Suffix(model, depth, shape)
+    frozen_bank = pooled_bank(frozen, prefix, checkpoints / "pooled_frozen", accelerator)
+    every_row = torch.arange(len(prefix))
+    probe = fit_plain_head(model.get_classifier(), frozen_bank, every_row, accelerator, args, seed=args.seed)
+    frozen_right, frozen_loss = holdout_figures(StageModel(frozen, probe), holdout)
+    final = tune_stages(model, depth, shape, probe, prefix, every_row, holdout, args.stage_epochs, accelerator, args,
+                        args.seed, checkpoints / "stages" / f"depth_{depth}.safetensors")
+    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout)) if args.unfreeze_last_stages == "auto"
+              else depth)
+    report = {"requested": args.unfreeze_last_stages, "chosen": chosen, "depth_tried": depth,
+              "holdout_predictions": len(holdout), "auto_min_gain": AUTO_MIN_GAIN,
+              "frozen": {"holdout_accuracy": frozen_right / len(holdout), "holdout_loss": frozen_loss},
+              "tuned": final.report, "stage_learning_rate": args.stage_learning_rate,
+              "prefix_bank_bytes": sum(Path(f).stat().st_size for f in prefix.files), "activation_shape": list(shape)}
+    if chosen == 0:
+        return StageBanks(frozen_bank, pooled_pairs(frozen, holdout), holdout.image_labels, None, None, report)
+    suffix = load_suffix(model, depth, shape, final.state)  # the model's own stages now hold the tuned weights
+    bank = pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator)
+    fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed, STAGE_FOLDS)
+    fold_banks = None if fold_of is None else [
+        fold_bank(fold, fold_of, model, depth, shape, prefix, frozen_bank, final.report["best"]["epoch"] + 1,
+                  accelerator, args, checkpoints) for fold in range(int(fold_of.max()) + 1)]
+    report["fold_tunings"] = 0 if fold_of is None else int(fold_of.max()) + 1
+    return StageBanks(bank, pooled_pairs(suffix, holdout), holdout.image_labels, fold_of, fold_banks, report)
+
+
+def fold_bank(fold: int, fold_of: np.ndarray, model: nn.Module, depth: int, shape: tuple[int, ...],
+              prefix: FeatureBank, frozen_bank: FeatureBank, epochs: int, accelerator, args,
+              checkpoints: Path) -> FeatureBank:
+    """The pooled bank of stages tuned, with the final tuning's recipe and epochs, on every fold but ``fold``."""
+    image_of_row = torch.arange(len(prefix)) % prefix.images
+    rows = (~torch.from_numpy(fold_of == fold)[image_of_row]).nonzero().squeeze(1)
+    seed = args.seed * 100 + fold
+    probe = fit_plain_head(model.get_classifier(), frozen_bank, rows, accelerator, args, seed=seed)
+    tuned = tune_stages(model, depth, shape, probe, prefix, rows, None, epochs, accelerator, args, seed,
+                        checkpoints / "stages" / f"depth_{depth}_fold_{fold}.safetensors")
+    suffix = load_suffix(model, depth, shape, tuned.state, as_copy=True)
+    return pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}_fold_{fold}", accelerator)
