@@ -92,9 +92,11 @@ def test_auto_tunes_on_a_folder_far_from_imagenet_and_not_on_one_the_frozen_head
     assert (stages["chosen"] > 0) == (expected == "tuned"), stages
 
 
-def test_killed_during_the_fold_tunings_resumes_to_the_same_tuned_model(hub_dataset, tmp_path):
+def test_killed_during_the_tunings_or_the_head_resumes_to_the_same_tuned_model(hub_dataset, tmp_path):
     straight = run_module(*_tiny_run(hub_dataset, tmp_path / "straight")[1:])
     assert straight.returncode == 0, straight.stderr[-3000:]
+
+    # SIGKILL while tuning the folds, after the first one was saved.
     command = [sys.executable, *_tiny_run(hub_dataset, tmp_path / "killed")]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -107,8 +109,23 @@ def test_killed_during_the_fold_tunings_resumes_to_the_same_tuned_model(hub_data
     assert marker.exists() and not (tmp_path / "killed" / "results.json").exists()
     resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("straight", "killed"))
+    _assert_same_tuned_model(tmp_path / "straight", tmp_path / "killed")
+
+    # Lost the last head epoch (as if killed during it): every tuning is read back, and the head's checkpoint
+    # (which must hold the head alone, the tunings being skipped now) is restored.
+    import shutil
+
+    shutil.rmtree(sorted((tmp_path / "killed" / "checkpoints").glob("epoch_*"))[-1])
+    (tmp_path / "killed" / "model" / "model.safetensors").unlink()
+    resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    _assert_same_tuned_model(tmp_path / "straight", tmp_path / "killed")
+
+
+def _assert_same_tuned_model(a_dir, b_dir):
+    a, b = (load_file(d / "model" / "model.safetensors") for d in (a_dir, b_dir))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-4
-    ra, rb = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("straight", "killed"))
-    assert ra["validation"] == rb["validation"] and ra["stages"]["tuned"]["best"] == rb["stages"]["tuned"]["best"]
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+    assert ra["validation"] == rb["validation"] and ra["stages"]["tuned"]["last"] == rb["stages"]["tuned"]["last"]

@@ -124,7 +124,7 @@ class TrainArguments:
         "help": "tune the backbone's last N stages (1 or 2) on cached activations before the head; 0: frozen; "
                 "auto: tune the last stage only if it answers more of the train holdout right"})
     stage_epochs: int = field(default=3, metadata={"help": "epochs over the cached activations when tuning stages"})
-    stage_learning_rate: float = field(default=1e-4, metadata={
+    stage_learning_rate: float = field(default=1e-3, metadata={
         "help": "the tuned stages' learning rate (the head keeps --learning_rate)"})
 
     def __post_init__(self) -> None:
@@ -253,7 +253,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     ood_report, ood_config, ood_statistics = fit_ood(
         linear, calibration["temperature"], x.bank, fold_of, fold_logits, held_out.rows, x.holdout.flatten(0, 1),
         x.validation[0], x.validation_labels, x.ood, [item.part for item in x.ood_set], len(data.class_names),
-        args.seed, (args.unsure_rate, args.neither_rate), x.fold_banks)
+        args.seed, (args.unsure_rate, args.neither_rate))
     ood_report["ood_set"] = describe(x.ood_set)
     results = evaluate_validation(linear, x.validation, x.validation_labels, data.validation, args.flip_tta,
                                   data.class_names)
@@ -336,7 +336,7 @@ def main() -> None:
         stages = results["stages"]
         print(f"last stages tuned: {stages['chosen']} (asked: {stages['requested']}; holdout accuracy frozen "
               f"{stages['frozen']['holdout_accuracy']:.3f}, last {stages['depth_tried']} tuned "
-              f"{stages['tuned']['best']['holdout_accuracy']:.3f})")
+              f"{stages['tuned']['last']['holdout_accuracy']:.3f})")
     if released and released.commit:
         print(f"pushed model {args.model_id}: {released.commit.commit_url}")
 

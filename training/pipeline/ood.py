@@ -44,20 +44,18 @@ def statistics_rows(images: torch.Tensor, total_images: int, seed: int) -> torch
 
 
 def cross_fitted_scores(bank, fold_of: np.ndarray, logits: torch.Tensor, num_classes: int,
-                        seed: int, fold_banks: list | None = None) -> dict[str, torch.Tensor]:
+                        seed: int) -> dict[str, torch.Tensor]:
     """Every method's score of each training image's plain view, from statistics fitted on the other folds.
 
     ``logits``: (images, C) calibrated logits of the plain views from the out-of-fold heads (msp, energy).
-    ``fold_banks``: fold k's features from its own bank (tuned stages that never saw fold k: stages.py).
     """
     fold_of = torch.from_numpy(fold_of)
     scores = {method: torch.empty(bank.images) for method in METHODS}
     for fold in fold_of.unique().tolist():
         held = (fold_of == fold).nonzero().squeeze(1)
-        features_of = fold_banks[fold] if fold_banks else bank
         rows = statistics_rows((fold_of != fold).nonzero().squeeze(1), bank.images, seed)
-        stats = fit_statistics(features_of.rows(rows), bank.labels[rows], num_classes, seed)
-        features = features_of.rows(held)
+        stats = fit_statistics(bank.rows(rows), bank.labels[rows], num_classes, seed)
+        features = bank.rows(held)
         for method in METHODS:
             scores[method][held] = scores_of(method, features, logits[held], stats)
     return scores

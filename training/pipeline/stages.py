@@ -8,9 +8,13 @@ The head starts from the frozen model's linear probe (LP-FT, Kumar et al. 2022);
 keeps its running statistics, and frozen parameters keep ``requires_grad=False``.
 
 Honesty: features from stages tuned on an image are closer to their class than a new image's, so
-out-of-fold heads on them would make calibration over-confident and the "neither" limits too tight.
-The stages are therefore also tuned once per fold (``STAGE_FOLDS``, near duplicates on one side), and
-each fold's out-of-fold figures use the bank of a suffix that never saw that fold (``fold_banks``).
+out-of-fold heads on them would make calibration over-confident. The stages are therefore also tuned
+once per fold (``STAGE_FOLDS``, near duplicates on one side), and each fold's out-of-fold head and
+logits use the bank of a suffix that never saw that fold (``fold_banks``): calibration, the mislabel
+finder and the logit-based "neither" scores (msp, energy). The feature-based scores (knn, mahalanobis)
+are distances in one model's geometry, which differs from tuning to tuning: they stay cross-fitted on
+the final model's own bank (measured on Alien vs. Predator: the folds' own geometries put 3 % of
+validation past the 0.5 % limit; the final bank's, 0.5 %; BENCHMARKS.md).
 
 The saved model stays the plain timm architecture with changed weights.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -33,11 +38,11 @@ from torch import nn
 from ..errors import UserError
 from .extractor import PooledFeatures
 from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
-from .head import StandardizedHead, class_weights
+from .head import CALIBRATION_FOLDS, StandardizedHead, class_weights
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
-STAGE_FOLDS = 3  # fold tunings for honest calibration and "neither" limits (each on 2/3 of train)
+STAGE_FOLDS = CALIBRATION_FOLDS  # fold tunings for calibration and "neither" (3 folds left "neither" 17x too often)
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
 
 
@@ -83,7 +88,8 @@ class Suffix(nn.Module):
         self.shape = tuple(shape)  # (C, H, W) of the cached activation
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.layers(rows.view(-1, *self.shape)))
+        activation = rows.view(-1, *self.shape).contiguous(memory_format=torch.channels_last)  # ~1.15x on CPU
+        return self.pool(self.layers(activation))
 
 
 class PrefixFeatures(PooledFeatures):
@@ -134,16 +140,18 @@ def holdout_figures(model: nn.Module, holdout: FeatureBank) -> tuple[int, float]
 
 
 def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: StandardizedHead, bank: FeatureBank,
-                rows: torch.Tensor, holdout: FeatureBank | None, epochs: int, accelerator, args, seed: int,
-                saved: Path) -> Tuned:
-    """A copy of ``model``'s last ``n`` stages tuned on ``rows`` of the prefix ``bank`` with a head that starts as
-    ``probe``; with a ``holdout`` the epoch of lowest holdout log loss is kept, else the last. Saved to ``saved``
-    (a resumed run loads it instead of tuning again: the result depends on the arguments and seed only)."""
+                rows: torch.Tensor, holdout: FeatureBank | None, epochs: int, args, seed: int, saved: Path,
+                precision: str = "no") -> Tuned:
+    """A copy of ``model``'s last ``n`` stages tuned for ``epochs`` on ``rows`` of the prefix ``bank`` with a head
+    that starts as ``probe``. The last epoch is kept (no selection: the fold tunings then repeat the same recipe
+    exactly); the ``holdout``'s figures after each epoch are reported. Saved to ``saved`` (a resumed run loads it
+    instead of tuning again: the result depends on the arguments and seed only). ``precision`` bf16/fp16: the
+    forward and backward autocast to it (the run's measured precision, as the frozen part's passes)."""
     if saved.is_file():
         return Tuned(load_file(saved), json.loads(saved.with_suffix(".json").read_text()))
     started = time.time()
     set_seed(seed)
-    suffix = copy.deepcopy(Suffix(model, n, shape))
+    suffix = copy.deepcopy(Suffix(model, n, shape)).to(memory_format=torch.channels_last)
     for p in suffix.parameters():
         p.requires_grad_(True)
     tuned = StageModel(suffix, copy.deepcopy(probe))
@@ -156,13 +164,18 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.stage_learning_rate, args.learning_rate],
                                                     pct_start=max(0.1, 2 / steps), total_steps=steps)  # 2+ warm-up
     weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
+    # Its own Accelerator (the processes are shared): the run's accelerator then checkpoints the head alone, so a
+    # resumed run, which skips finished tunings, restores the same objects in the same order.
+    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))
     prepared, optimizer, loader, scheduler = accelerator.prepare(tuned, optimizer, loader, scheduler)
-    best, history = None, []
+    history = []
     for epoch in range(epochs):
         order.manual_seed(seed + epoch)
         prepared.eval()  # BatchNorm keeps its running statistics; no dropout
         for features, labels in loader:
-            loss = F.cross_entropy(prepared(features), labels, weight=weight, label_smoothing=args.label_smoothing)
+            with autocast(precision):
+                logits = prepared(features)
+            loss = F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=args.label_smoothing)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -173,21 +186,28 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
             right, loss = holdout_figures(unwrapped, holdout)
             entry.update(holdout_accuracy=right / len(holdout), holdout_loss=loss)
         history.append(entry)
-        if holdout is None or best is None or entry["holdout_loss"] <= best[0]["holdout_loss"]:
-            best = (entry, {k: v.detach().clone() for k, v in unwrapped.suffix.state_dict().items()})
-    report = {"depth": n, "epochs": epochs, "best": best[0], "history": history, "rows": len(rows),
+    suffix = accelerator.unwrap_model(prepared).suffix
+    state = {k: v.detach().contiguous().clone() for k, v in suffix.state_dict().items()}  # safetensors: contiguous
+    report = {"depth": n, "epochs": epochs, "last": history[-1], "history": history, "rows": len(rows),
               "seconds": round(time.time() - started, 1)}
     if accelerator.is_main_process:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        save_file(best[1], saved.with_suffix(".tmp"))
+        save_file(state, saved.with_suffix(".tmp"))
         saved.with_suffix(".json").write_text(json.dumps(report))
         saved.with_suffix(".tmp").replace(saved)  # the weights last: a complete tuning
     accelerator.wait_for_everyone()
-    return Tuned(best[1], report)
+    return Tuned(state, report)
+
+
+def autocast(precision: str):
+    """The run's measured precision (bf16/fp16) for the suffix's passes, as for the frozen part's; fp32 otherwise."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
 
 
 @torch.inference_mode()
-def pooled_bank(suffix: Suffix, prefix: FeatureBank, directory: Path, accelerator) -> FeatureBank:
+def pooled_bank(suffix: Suffix, prefix: FeatureBank, directory: Path, accelerator, precision: str = "no"
+                ) -> FeatureBank:
     """``suffix`` over every row of the prefix bank: the pooled bank the heads train on (one file per view)."""
     files = [directory / Path(file).name for file in prefix.files]
     if accelerator.is_main_process:
@@ -198,17 +218,18 @@ def pooled_bank(suffix: Suffix, prefix: FeatureBank, directory: Path, accelerato
             writer = NpyRowWriter(file, prefix.images)
             index = torch.arange(prefix.images) + view * prefix.images
             for rows, _ in prefix.chunks(index, READ_CHUNK_ROWS // 8):
-                writer.append(suffix(rows).float().numpy())
+                with autocast(precision):
+                    writer.append(suffix(rows).float().numpy())
             writer.close()
     accelerator.wait_for_everyone()
     return FeatureBank(files, prefix.image_labels)
 
 
-def pooled_pairs(suffix: Suffix, prefix: FeatureBank) -> torch.Tensor:
-    """A small split's (2, N, D) pooled features (the image and its mirror) from its in-memory prefix bank."""
+def pooled_pairs(suffix: Suffix, prefix: FeatureBank, precision: str = "no") -> torch.Tensor:
+    """A small split's (2, N, D) pooled features (the image and its mirror) from its prefix bank."""
     suffix.eval()
-    with torch.no_grad():
-        out = torch.cat([suffix(rows) for rows, _ in prefix.chunks(torch.arange(len(prefix)), 256)])
+    with torch.no_grad(), autocast(precision):
+        out = torch.cat([suffix(rows).float() for rows, _ in prefix.chunks(torch.arange(len(prefix)), 256)])
     return out.view(2, prefix.images, -1)
 
 
@@ -229,7 +250,7 @@ def auto_choice(frozen_right: int, tuned: dict[int, Tuned], predictions: int) ->
     need = max(2, int(np.ceil(AUTO_MIN_GAIN * predictions)))
     best, best_right = 0, frozen_right + need - 1
     for depth, result in sorted(tuned.items()):
-        right = round(result.report["best"]["holdout_accuracy"] * predictions)
+        right = round(result.report["last"]["holdout_accuracy"] * predictions)
         if right > best_right:
             best, best_right = depth, right
     return best

@@ -65,14 +65,12 @@ def calibrate(linear: nn.Linear, holdout: torch.Tensor, holdout_labels: torch.Te
 def fit_ood(linear: nn.Linear, temperature: float, bank, fold_of: np.ndarray | None, fold_logits: torch.Tensor,
             fold_rows: torch.Tensor, holdout: torch.Tensor, validation: torch.Tensor, validation_labels: torch.Tensor,
             ood: torch.Tensor, ood_parts: list[str], num_classes: int, seed: int,
-            rates: tuple[float, float] = (UNSURE_RATE, NEITHER_RATE), fold_banks: list | None = None
-            ) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+            rates: tuple[float, float] = (UNSURE_RATE, NEITHER_RATE)) -> tuple[dict, dict, dict[str, torch.Tensor]]:
     """(report for results.json, the config.json "ood" entry, the tensors for ood.safetensors).
 
     ``linear`` is the final head, calibrated with ``temperature``; ``fold_logits`` are the out-of-fold
     heads' logits of the bank rows ``fold_rows`` (plain views and mirrors; uncalibrated, so they are
-    divided by ``temperature`` here); every feature tensor is (N, D); ``fold_banks``: each fold's own bank
-    (stages tuned without that fold). With too few images per class for
+    divided by ``temperature`` here); every feature tensor is (N, D). With too few images per class for
     folds, the holdout (scored against all of train) stands in for the cross-fitted scores.
     """
     rows = statistics_rows(torch.arange(bank.images), bank.images, seed)
@@ -81,7 +79,7 @@ def fit_ood(linear: nn.Linear, temperature: float, bank, fold_of: np.ndarray | N
         plain = fold_rows < bank.images
         logits = torch.empty(bank.images, num_classes)
         logits[fold_rows[plain]] = fold_logits[plain] / temperature
-        in_scores = cross_fitted_scores(bank, fold_of, logits, num_classes, seed, fold_banks)
+        in_scores = cross_fitted_scores(bank, fold_of, logits, num_classes, seed)
         source = f"cross-fitted scores of the {bank.images} training images ({int(fold_of.max()) + 1} folds, " \
                  "near duplicates and every view of an image on one side)"
     else:

@@ -1,7 +1,7 @@
 """``--unfreeze_last_stages``: the banks the head is trained on when the last stage(s) are tuned (stages.py).
 
     prefix bank (fp16, every view) -> the frozen linear probe            (LP; auto's "0")
-                                   -> the stages tuned on all of train   (FT; auto's "1", epoch by the holdout)
+                                   -> the stages tuned on all of train   (FT; auto's "1", judged on the holdout)
                                    -> per fold, stages tuned without it  (honest calibration and "neither")
     then the pooled banks: the tuned suffix over every row, and each fold's suffix over every row.
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import FeatureBank, write_bank
+from .features import FeatureBank, feature_passes, write_bank
 from .head import cross_fit_folds, fit_plain_head
 from .stages import (
     AUTO_DEPTHS,
@@ -61,46 +61,49 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
     check_depth(model, depth)
     shape = activation_shape(model, depth, input_size)
     extractor = prefix_extractor(model, depth, precision, compiled)
-    views = 1 + (0 if args.augmentation == "none" else args.augmented_views)
+    views = feature_passes(args.augmentation, args.augmented_views)
     prefix = write_bank(extractor, plain, augmented, accelerator, views, args.seed, checkpoints / "prefix",
                         resume=args.resume, dtype="<f2")
     holdout = write_bank(extractor, holdout_loader, None, accelerator, 1, args.seed, checkpoints / "prefix_holdout",
                          resume=args.resume, dtype="<f2")
     frozen = Suffix(model, depth, shape)
-    frozen_bank = pooled_bank(frozen, prefix, checkpoints / "pooled_frozen", accelerator)
+    frozen_bank = pooled_bank(frozen, prefix, checkpoints / "pooled_frozen", accelerator, precision)
     every_row = torch.arange(len(prefix))
     probe = fit_plain_head(model.get_classifier(), frozen_bank, every_row, accelerator, args, seed=args.seed)
     frozen_right, frozen_loss = holdout_figures(StageModel(frozen, probe), holdout)
-    final = tune_stages(model, depth, shape, probe, prefix, every_row, holdout, args.stage_epochs, accelerator, args,
-                        args.seed, checkpoints / "stages" / f"depth_{depth}.safetensors")
+    final = tune_stages(model, depth, shape, probe, prefix, every_row, holdout, args.stage_epochs, args, args.seed,
+                        checkpoints / "stages" / f"depth_{depth}.safetensors", precision)
     chosen = (auto_choice(frozen_right, {depth: final}, len(holdout)) if args.unfreeze_last_stages == "auto"
               else depth)
     report = {"requested": args.unfreeze_last_stages, "chosen": chosen, "depth_tried": depth,
               "holdout_predictions": len(holdout), "auto_min_gain": AUTO_MIN_GAIN,
               "frozen": {"holdout_accuracy": frozen_right / len(holdout), "holdout_loss": frozen_loss},
-              "tuned": final.report, "stage_learning_rate": args.stage_learning_rate,
+              "tuned": final.report, "stage_learning_rate": args.stage_learning_rate, "precision": precision,
               "prefix_bank_bytes": sum(Path(f).stat().st_size for f in prefix.files), "activation_shape": list(shape)}
     if chosen == 0:
-        return StageBanks(frozen_bank, pooled_pairs(frozen, holdout), holdout.image_labels, None, None, report)
-    suffix = load_suffix(model, depth, shape, final.state)  # the model's own stages now hold the tuned weights
-    bank = pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator)
+        return StageBanks(frozen_bank, pooled_pairs(frozen, holdout, precision), holdout.image_labels, None, None,
+                          report)
+    # The folds first: each starts, as the final tuning did, from the frozen weights the model still holds.
     fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed, STAGE_FOLDS)
     fold_banks = None if fold_of is None else [
-        fold_bank(fold, fold_of, model, depth, shape, prefix, frozen_bank, final.report["best"]["epoch"] + 1,
-                  accelerator, args, checkpoints) for fold in range(int(fold_of.max()) + 1)]
+        fold_bank(fold, fold_of, model, depth, shape, prefix, frozen_bank, precision, accelerator, args, checkpoints)
+        for fold in range(int(fold_of.max()) + 1)]
     report["fold_tunings"] = 0 if fold_of is None else int(fold_of.max()) + 1
-    return StageBanks(bank, pooled_pairs(suffix, holdout), holdout.image_labels, fold_of, fold_banks, report)
+    suffix = load_suffix(model, depth, shape, final.state)  # the model's own stages now hold the tuned weights
+    bank = pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator, precision)
+    return StageBanks(bank, pooled_pairs(suffix, holdout, precision), holdout.image_labels, fold_of, fold_banks,
+                      report)
 
 
 def fold_bank(fold: int, fold_of: np.ndarray, model: nn.Module, depth: int, shape: tuple[int, ...],
-              prefix: FeatureBank, frozen_bank: FeatureBank, epochs: int, accelerator, args,
+              prefix: FeatureBank, frozen_bank: FeatureBank, precision: str, accelerator, args,
               checkpoints: Path) -> FeatureBank:
-    """The pooled bank of stages tuned, with the final tuning's recipe and epochs, on every fold but ``fold``."""
+    """The pooled bank of stages tuned, with the final tuning's recipe, on every fold but ``fold``."""
     image_of_row = torch.arange(len(prefix)) % prefix.images
     rows = (~torch.from_numpy(fold_of == fold)[image_of_row]).nonzero().squeeze(1)
     seed = args.seed * 100 + fold
     probe = fit_plain_head(model.get_classifier(), frozen_bank, rows, accelerator, args, seed=seed)
-    tuned = tune_stages(model, depth, shape, probe, prefix, rows, None, epochs, accelerator, args, seed,
-                        checkpoints / "stages" / f"depth_{depth}_fold_{fold}.safetensors")
+    tuned = tune_stages(model, depth, shape, probe, prefix, rows, None, args.stage_epochs, args, seed,
+                        checkpoints / "stages" / f"depth_{depth}_fold_{fold}.safetensors", precision)
     suffix = load_suffix(model, depth, shape, tuned.state, as_copy=True)
-    return pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}_fold_{fold}", accelerator)
+    return pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}_fold_{fold}", accelerator, precision)
