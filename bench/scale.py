@@ -3,7 +3,10 @@
 (peak RSS should stay flat, epoch time linear; beside it, the same bank held in memory), and a
 paper estimate for 1 M images on bigger hardware.
 
-    python -m bench.scale [--quick] [--bank_only]
+    python -m bench.scale [--quick] [--bank_only | --stages_only]
+
+``--stages_only``: one ``--unfreeze_last_stages`` tuning epoch from the on-disk fp16 prefix bank at
+1x/4x/16x (peak RSS should stay flat, time linear).
 """
 
 from __future__ import annotations
@@ -66,6 +69,48 @@ def head_epoch(rows: int, mode: str, folder: Path) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}
 
 
+def stage_epoch(rows: int, folder: Path) -> dict:
+    """One ``--unfreeze_last_stages 1`` tuning epoch of Lite0 over a synthetic fp16 prefix bank of ``rows`` rows
+    (the last stage's input, 192 x 7 x 7), kept on disk as training keeps it; in a fresh process."""
+    from types import SimpleNamespace
+
+    from training.pipeline.features import FeatureBank, NpyRowWriter
+    from training.pipeline.head import StandardizedHead
+    from training.pipeline.stages import activation_shape, tune_stages
+
+    model = build_model("tf_efficientnet_lite0", 2, pretrained=False)
+    shape = activation_shape(model, 1, (3, 224, 224))
+    generator = torch.Generator().manual_seed(0)
+    writer = NpyRowWriter(folder / "view_000.npy", rows, "<f2")
+    for start in range(0, rows, 1024):
+        writer.append(torch.randn(min(1024, rows - start), torch.Size(shape).numel(), generator=generator).numpy())
+    writer.close()
+    bank = FeatureBank([folder / "view_000.npy"], torch.randint(0, 2, (rows,), generator=generator))
+    probe = StandardizedHead(torch.nn.Linear(BANK_DIM, 2), torch.zeros(BANK_DIM), torch.ones(BANK_DIM))
+    args = SimpleNamespace(batch_size=64, learning_rate=1e-3, stage_learning_rate=1e-3, weight_decay=0.05,
+                           label_smoothing=0.0, class_weight="none")
+    start = time.perf_counter()
+    tune_stages(model, 1, shape, probe, bank, torch.arange(rows), None, 1, args, 0, folder / "tuned.safetensors")
+    return {"rows": rows, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib(),
+            "bank_mib": (folder / "view_000.npy").stat().st_size / 2**20}
+
+
+def stage_table(factors: tuple[int, ...], base_rows: int) -> None:
+    results = []
+    for factor in factors:
+        with tempfile.TemporaryDirectory() as folder:
+            out = subprocess.run([sys.executable, "-m", "bench.scale", "--child", str(base_rows * factor), "stages",
+                                  folder], capture_output=True, text=True, check=True)
+        results.append((factor, json.loads(out.stdout.splitlines()[-1])))
+    first = results[0][1]
+    print("one --unfreeze_last_stages 1 tuning epoch (Lite0's last stage + conv_head, fp32, batch 64) from the "
+          f"fp16 prefix bank on disk; each row a fresh process; {machine()}")
+    print(table([[f"{f}x", r["rows"], f"{r['bank_mib']:.0f}", r["peak_rss_mib"],
+                  f"{r['peak_rss_mib'] / first['peak_rss_mib']:.2f}", f"{r['seconds']:.1f}",
+                  f"{r['seconds'] / (first['seconds'] * f):.2f}"] for f, r in results],
+                ["replicated", "rows", "bank MiB", "peak RSS MiB", "÷ 1x", "epoch s", "÷ linear"]))
+
+
 def bank_table(factors: tuple[int, ...], base_rows: int) -> None:
     results = {}
     for mode in ("disk", "memory"):
@@ -91,11 +136,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bank_only", action="store_true", help="only the feature-bank table")
+    parser.add_argument("--stages_only", action="store_true", help="only the stage-tuning table")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         rows, mode, folder = args.child
-        print(json.dumps(head_epoch(int(rows), mode, Path(folder))))
+        run = stage_epoch(int(rows), Path(folder)) if mode == "stages" else head_epoch(int(rows), mode, Path(folder))
+        print(json.dumps(run))
+        return
+    if args.stages_only:
+        stage_table((1, 4) if args.quick else (1, 4, 16), 500 if args.quick else BANK_ROWS)
         return
     bank_table((1, 4), 1000) if args.quick else bank_table((1, 4, 16), BANK_ROWS)
     if args.bank_only:

@@ -54,6 +54,16 @@ def test_scale_quick():
     assert [int(r[1]) for r in passes] == [8, 32]
 
 
+@pytest.mark.slow
+def test_scale_stages_quick():
+    result = run_module("bench.scale", "--quick", "--stages_only")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [r for r in _rows(result.stdout) if r[0] in ("1x", "4x")]
+    assert [int(r[1]) for r in rows] == [500, 2000]
+    assert [round(float(r[2])) for r in rows] == [9, 36]  # 9,408 fp16 values a row
+    assert all(int(r[3]) > 0 and float(r[5]) > 0 for r in rows)
+
+
 def test_space_start_side_by_side(trained_model):
     result = run_module("bench.space_start", "--model_id", trained_model[2], "--runs", "1")
     assert result.returncode == 0, result.stderr[-2000:]

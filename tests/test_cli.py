@@ -143,12 +143,11 @@ def test_study_runs_its_variants_and_seeds(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("runtime", "stages"), [("torch", "0"), ("onnxruntime", "0"), ("torch", "1")])
-def test_torchrun_with_two_processes_gives_the_one_process_model(runtime, stages, hub_dataset, tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_torchrun_with_two_processes_gives_the_one_process_model(runtime, hub_dataset, tmp_path):
     common = ["-m", "training.train", "--dataset_id", hub_dataset, "--backbone", "tf_efficientnet_lite0",
               "--pretrained", "false", "--max_train_samples", "96", "--augmentation", "none", "--epochs", "3",
-              "--mixed_precision", "no", "--torch_compile", "no", "--runtime", runtime,
-              "--unfreeze_last_stages", stages, "--stage_epochs", "2"]
+              "--mixed_precision", "no", "--torch_compile", "no", "--runtime", runtime]
     one = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -167,7 +166,3 @@ def test_torchrun_with_two_processes_gives_the_one_process_model(runtime, stages
                                                                         abs=1e-4)
     wa, wb = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("one", "two"))
     assert (wa["classifier.weight"] - wb["classifier.weight"]).abs().max() < 1e-3
-    if stages != "0":  # the tuned stage's weights: the same within 1e-4 on 1 and 2 processes
-        assert a["stages"]["chosen"] == b["stages"]["chosen"] == 1
-        tuned = [k for k in wa if k.startswith(("blocks.6.", "conv_head.")) and wa[k].is_floating_point()]
-        assert tuned and max(float((wa[k] - wb[k]).abs().max()) for k in tuned) < 1e-4

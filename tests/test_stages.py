@@ -188,3 +188,22 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
                if k.startswith("layers.0."))
     assert all(torch.equal(after[k], pristine[k]) for k in pristine if not k.startswith(("blocks.4.", "conv_head.",
                                                                                          "bn2.", "classifier.")))
+
+
+def test_activations_beyond_fp16_get_one_clear_error(tmp_path):
+    import numpy as np
+
+    from training.pipeline.features import NpyRowWriter
+
+    writer = NpyRowWriter(tmp_path / "view_000.npy", 2, "<f2")
+    writer.append(np.ones((1, 4), np.float32))
+    with pytest.raises(UserError, match="view_000.npy: values beyond fp16's range"):
+        writer.append(np.full((1, 4), 1e6, np.float32))
+
+
+def test_a_frozen_run_with_a_weak_holdout_suggests_auto_and_no_other_does():
+    from training.pipeline.stages import tuning_hint
+
+    assert tuning_hint("0", 0.72) == ("holdout accuracy 0.720 with the backbone frozen: its features may not "
+                                      "separate these images; try --unfreeze_last_stages auto")
+    assert tuning_hint("0", 0.95) is None and tuning_hint("auto", 0.5) is None and tuning_hint("1", 0.5) is None

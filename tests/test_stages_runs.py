@@ -1,9 +1,10 @@
-"""Whole runs with ``--unfreeze_last_stages``: a pushed tuned model, auto's choice, SIGKILL and resume."""
+"""Whole runs with ``--unfreeze_last_stages``: a pushed tuned model, auto's choice, SIGKILL and resume, torchrun."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,31 +16,43 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from bench.far_folders import make_folder
+from localhub.ctl import free_port
 from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
 
 pytestmark = pytest.mark.slow
+REPO = "demo/avp-tuned"
 
 
 def _tiny_run(dataset: str, output_dir, *extra: str) -> list[str]:
+    """A short run with the last stage tuned; fp32 and eager, so that 1 and 2 processes can be compared."""
     return ["-m", "training.train", "--dataset_id", dataset, "--backbone", "tf_efficientnet_lite0", "--pretrained",
             "false", "--max_train_samples", "48", "--augmented_views", "1", "--epochs", "2", "--stage_epochs", "2",
-            "--unfreeze_last_stages", "1", "--output_dir", str(output_dir), *extra]
+            "--unfreeze_last_stages", "1", "--mixed_precision", "no", "--torch_compile", "no", "--runtime", "torch",
+            "--output_dir", str(output_dir), *extra]
 
 
-def test_a_tuned_model_pushed_loads_in_timm_the_pipeline_and_the_space_with_the_same_answers(hub_dataset, tmp_path):
-    done = run_module(*_tiny_run(hub_dataset, tmp_path / "run", "--push_to_hub", "--model_id", "demo/avp-tuned",
+@pytest.fixture(scope="module")
+def tuned_run(hub_dataset, tmp_path_factory):
+    """The tiny tuned run, pushed as demo/avp-tuned by the path every pushed model takes."""
+    output_dir = tmp_path_factory.mktemp("tuned") / "run"
+    done = run_module(*_tiny_run(hub_dataset, output_dir, "--push_to_hub", "--model_id", REPO,
                                  "--faithfulness_images", "2")[1:])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "last stages tuned: 1" in done.stdout
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    return output_dir, done.stdout
+
+
+def test_a_tuned_model_pushed_loads_in_timm_the_pipeline_and_the_space_with_the_same_answers(tuned_run, tmp_path):
+    output_dir, stdout = tuned_run
+    assert "last stages tuned: 1" in stdout
+    results = json.loads((output_dir / "results.json").read_text())
     assert results["stages"]["chosen"] == 1 and results["stages"]["fold_tunings"] >= 2
-    card = ModelCard.load("demo/avp-tuned")
+    card = ModelCard.load(REPO)
     assert "last 1 stage(s) tuned" in card.text and "tuned-last-stages" in card.data.tags
     assert "--unfreeze_last_stages 1" in card.text
 
-    images = [DATA_DIR / "validation" / kind / f"{i}.jpg" for kind in ("alien", "predator") for i in range(3)]
     paths = []
-    for i, image in enumerate(images):
+    for i, image in enumerate(DATA_DIR / "validation" / kind / f"{i}.jpg" for kind in ("alien", "predator")
+                              for i in range(3)):
         paths.append(tmp_path / f"{i}.png")
         Image.open(image).convert("RGB").save(paths[-1])
     script = f"""
@@ -48,11 +61,11 @@ from PIL import Image
 from transformers import pipeline
 from space.inference import Classifier
 paths = {[str(p) for p in paths]!r}
-model = timm.create_model("hf-hub:demo/avp-tuned", pretrained=True).eval()
+model = timm.create_model("hf-hub:{REPO}", pretrained=True).eval()
 transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))
 names = model.pretrained_cfg["label_names"]
-pipe = pipeline("image-classification", model="demo/avp-tuned")
-space = Classifier("demo/avp-tuned")
+pipe = pipeline("image-classification", model="{REPO}")
+space = Classifier("{REPO}")
 out = []
 for path in paths:
     with torch.no_grad():
@@ -71,6 +84,54 @@ print(json.dumps(out))
         assert abs(row["timm_p"] - row["space_p"]) < 1e-4
 
 
+def test_killed_during_the_tunings_or_the_head_resumes_to_the_same_tuned_model(tuned_run, hub_dataset, tmp_path):
+    straight = tuned_run[0]
+    # SIGKILL while tuning the folds, after the first one was saved.
+    command = [sys.executable, *_tiny_run(hub_dataset, tmp_path / "killed")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    marker = tmp_path / "killed" / "checkpoints" / "stages" / "depth_1_fold_0.safetensors"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert marker.exists() and not (tmp_path / "killed" / "results.json").exists()
+    resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_tuned_model(straight, tmp_path / "killed")
+
+    # Lost the last head epoch (as if killed during it): every tuning is read back, and the head's checkpoint
+    # (which must hold the head alone, the tunings being skipped now) is restored.
+    shutil.rmtree(sorted((tmp_path / "killed" / "checkpoints").glob("epoch_*"))[-1])
+    (tmp_path / "killed" / "model" / "model.safetensors").unlink()
+    resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    _assert_same_tuned_model(straight, tmp_path / "killed")
+
+
+def test_torchrun_with_two_processes_gives_the_one_process_tuned_model(tuned_run, hub_dataset, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port())]
+    two = subprocess.run([*torchrun, *_tiny_run(hub_dataset, tmp_path / "two")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["num_processes"] == 2
+    _assert_same_tuned_model(tuned_run[0], tmp_path / "two")
+
+
+def _assert_same_tuned_model(a_dir, b_dir):
+    a, b = (load_file(d / "model" / "model.safetensors") for d in (a_dir, b_dir))
+    assert a.keys() == b.keys()
+    tuned = [k for k in a if k.startswith(("blocks.6.", "conv_head.", "bn2.")) and a[k].is_floating_point()]
+    assert tuned and max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-4
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+    assert ra["stages"]["chosen"] == rb["stages"]["chosen"] == 1
+    assert ra["validation"]["confusion_matrix"] == rb["validation"]["confusion_matrix"]
+    assert ra["stages"]["tuned"]["last"] == pytest.approx(rb["stages"]["tuned"]["last"], abs=1e-4)
+
+
 @pytest.mark.parametrize(("kind", "expected"), [("glyphs", "tuned"), ("flat", "frozen")])
 def test_auto_tunes_on_a_folder_far_from_imagenet_and_not_on_one_the_frozen_head_separates(kind, expected, lite0,
                                                                                           tmp_path):
@@ -85,47 +146,8 @@ def test_auto_tunes_on_a_folder_far_from_imagenet_and_not_on_one_the_frozen_head
                     shade = tuple(min(255, c + (i * 7) % 40) for c in colour)
                     Image.new("RGB", (48, 48), shade).save(folder / split / name / f"{i}.png")
     done = run_module("training.train", "--dataset_id", str(folder), "--backbone", lite0, "--augmentation", "none",
-                      "--epochs", "5", "--stage_epochs", "3", "--holdout_fraction", "0.25",
-                      "--unfreeze_last_stages", "auto", "--output_dir", str(tmp_path / "run"))
+                      "--epochs", "5", "--holdout_fraction", "0.25", "--unfreeze_last_stages", "auto",
+                      "--output_dir", str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr[-3000:]
     stages = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
     assert (stages["chosen"] > 0) == (expected == "tuned"), stages
-
-
-def test_killed_during_the_tunings_or_the_head_resumes_to_the_same_tuned_model(hub_dataset, tmp_path):
-    straight = run_module(*_tiny_run(hub_dataset, tmp_path / "straight")[1:])
-    assert straight.returncode == 0, straight.stderr[-3000:]
-
-    # SIGKILL while tuning the folds, after the first one was saved.
-    command = [sys.executable, *_tiny_run(hub_dataset, tmp_path / "killed")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    marker = tmp_path / "killed" / "checkpoints" / "stages" / "depth_1_fold_0.safetensors"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert marker.exists() and not (tmp_path / "killed" / "results.json").exists()
-    resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_same_tuned_model(tmp_path / "straight", tmp_path / "killed")
-
-    # Lost the last head epoch (as if killed during it): every tuning is read back, and the head's checkpoint
-    # (which must hold the head alone, the tunings being skipped now) is restored.
-    import shutil
-
-    shutil.rmtree(sorted((tmp_path / "killed" / "checkpoints").glob("epoch_*"))[-1])
-    (tmp_path / "killed" / "model" / "model.safetensors").unlink()
-    resumed = run_module(*_tiny_run(hub_dataset, tmp_path / "killed", "--resume")[1:])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout + resumed.stderr
-    _assert_same_tuned_model(tmp_path / "straight", tmp_path / "killed")
-
-
-def _assert_same_tuned_model(a_dir, b_dir):
-    a, b = (load_file(d / "model" / "model.safetensors") for d in (a_dir, b_dir))
-    assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-4
-    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
-    assert ra["validation"] == rb["validation"] and ra["stages"]["tuned"]["last"] == rb["stages"]["tuned"]["last"]

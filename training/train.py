@@ -7,7 +7,9 @@ The two jobs of ``train()``:
 1. ``extract_features``: load the dataset (Hub id or folder), hold out a stratified slice of train for
    model selection, run the frozen backbone (in the precision measured fastest, compiled when it
    pays: extractor.py) over the plain and ``augmented_views`` augmented passes of train, writing the
-   features to disk (features.py), and over holdout, validation and the OOD set.
+   features to disk (features.py), and over holdout, validation and the OOD set. With
+   ``--unfreeze_last_stages 1|2|auto`` the bank holds the frozen part's activations instead, the last
+   stage(s) are tuned on them, and the pooled bank comes from the tuned stages (pipeline/unfreeze.py).
 2. ``fit_head``: out-of-fold heads (calibration, mislabel finder), the head for ``epochs`` over the
    bank with the best epoch picked on the holdout, temperature, the "neither" score, validation
    (all of it and its leak-free part), then ``model/`` (timm Hub layout, safetensors),
@@ -28,9 +30,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -41,107 +42,26 @@ from safetensors.torch import save_file
 
 from space.image_io import to_rgb
 
-from .cli import Renamed, RepoIdFlag, check_choice, parse, require
+from .cli import parse
 from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
-from .pipeline.augment import VARIANTS, build_transform
+from .pipeline.augment import build_transform
 from .pipeline.data import TrainingData, load_splits, make_loader, training_data
-from .pipeline.extractor import PRECISIONS, compile_pays, image_features, keep_freed_memory
+from .pipeline.extractor import compile_pays, image_features, keep_freed_memory
 from .pipeline.features import FeatureBank, feature_passes, split_features, write_bank
 from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
 from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix
 from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_of_fold_probabilities, save_thumbnails
-from .pipeline.model import DEFAULT_BACKBONE, build_model, data_config, save_model
+from .pipeline.model import build_model, data_config, save_model
 from .pipeline.onnx_export import export_and_check
-from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
-from .pipeline.runtime import RUNTIMES, backbone_extractor, check_runtime, choose_runtime
-from .pipeline.stages import STAGE_CHOICES
+from .pipeline.runtime import backbone_extractor, choose_runtime
+from .pipeline.stages import tuning_hint
 from .pipeline.trust import calibrate, fit_ood
 from .pipeline.unfreeze import stage_banks
 from .publishing.model_card import push_model
-
-DEPRECATED = (Renamed("dataset", "dataset_id"), RepoIdFlag("push_to_hub", "model_id"))
-SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
-
-
-@dataclass
-class TrainArguments:
-    dataset_id: str = field(metadata={"help": "Hub dataset id, or a local image folder / save_to_disk folder"})
-    backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "timm model name or hf-hub: id"})
-    pretrained: bool = field(default=True, metadata={"help": "load the backbone's pretrained weights"})
-    augmentation: Literal[VARIANTS] = field(default="base", metadata={"help": "on-the-fly augmentation of train"})
-    augmented_views: int = field(default=6, metadata={"help": "augmented passes over train through the backbone"})
-    epochs: int = field(default=10, metadata={"help": "head epochs over the cached features"})
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.0
-    # Chosen by cross-validation on train (bench.crop_choice), never on validation; saved in the config.
-    crop_pct: float | None = field(default=1.0, metadata={"help": "centre-crop fraction (None: the backbone's "
-                                                                    "pretrained_cfg); saved in the model's config"})
-    seed: int = 42
-    holdout_fraction: float = field(default=0.1, metadata={"help": "stratified slice of train for model selection"})
-    validation_fraction: float = field(default=0.2, metadata={
-        "help": "a dataset without a validation split: this stratified, seeded slice of train becomes one"})
-    class_weight: Literal["none", "balanced"] = field(default="none", metadata={
-        "help": "balanced: weight the loss by n / (classes x count), for imbalanced classes"})
-    flip_tta: bool = field(default=True, metadata={
-        "help": "also report accuracy with flip test-time augmentation, as its own row (the headline never uses "
-                "it: no user path applies it)"})
-    gradient_accumulation_steps: int = 1
-    runtime: Literal[RUNTIMES] = field(default="auto", metadata={
-        "help": "what runs the frozen backbone's passes: torch, onnxruntime (fp32), or auto: the fastest of torch "
-                "fp32, torch bf16 and onnxruntime, measured here"})
-    mixed_precision: Literal[PRECISIONS] = field(default="auto", metadata={
-        "help": "auto: the faster of bf16 and no (fp32), measured here"})
-    torch_compile: Literal["auto", "yes", "no"] = field(default="auto", metadata={
-        "help": "compile the frozen backbone: auto (when it pays: a few thousand images)"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use only this many training images"})
-    num_workers: int = 0
-    output_dir: str = "outputs/train"
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
-    model_id: str | None = field(default=None, metadata={"help": "model repo id (with --push_to_hub)"})
-    push_to_hub: bool = field(default=False, metadata={"help": "push the model and its card to --model_id"})
-    private: bool = False
-    title: str | None = field(default=None, metadata={"help": "the model card's title (default: the repo name)"})
-    description: str | None = field(default=None, metadata={"help": "the model card's opening paragraph (markdown)"})
-    license: str = field(default="apache-2.0", metadata={"help": "Hub licence id of the model"})
-    study_dir: str = field(default="outputs/study", metadata={"help": "training.study output to put in the card"})
-    drop_suspects: bool = field(default=False, metadata={
-        "help": "leave out the training images confident learning flags as mislabelled (the card then shows "
-                "validation accuracy with and without them)"})
-    unsure_rate: float = field(default=UNSURE_RATE, metadata={
-        "help": "share of training images (cross-fitted) past the first \"neither\" limit: answered unsure"})
-    neither_rate: float = field(default=NEITHER_RATE, metadata={
-        "help": "share of training images (cross-fitted) past the second limit: answered neither"})
-    faithfulness_images: int = field(default=40, metadata={
-        "help": "leak-free validation images the heatmaps' faithfulness is measured on (with --push_to_hub)"})
-    feedback_dataset: str | None = field(default=None, metadata={
-        "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
-    unfreeze_last_stages: str = field(default="0", metadata={
-        "help": "tune the backbone's last N stages (1 or 2) on cached activations before the head; 0: frozen; "
-                "auto: tune the last stage only if it answers more of the train holdout right"})
-    stage_epochs: int = field(default=3, metadata={"help": "epochs over the cached activations when tuning stages"})
-    stage_learning_rate: float = field(default=1e-3, metadata={
-        "help": "the tuned stages' learning rate (the head keeps --learning_rate)"})
-
-    def __post_init__(self) -> None:
-        check_choice("augmentation", self.augmentation, VARIANTS)
-        check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        check_choice("runtime", self.runtime, RUNTIMES)
-        check_runtime(self.runtime, self.mixed_precision)
-        check_choice("torch_compile", self.torch_compile, ("auto", "yes", "no"))
-        check_choice("class_weight", self.class_weight, ("none", "balanced"))
-        check_choice("unfreeze_last_stages", self.unfreeze_last_stages, STAGE_CHOICES)
-        require(self.unfreeze_last_stages == "0" or self.runtime != "onnxruntime",
-                "--unfreeze_last_stages runs the frozen part with torch: use --runtime torch or auto")
-        require(not self.push_to_hub or bool(self.model_id), "--push_to_hub needs --model_id (the repo to push to)")
-        require(0 < self.neither_rate <= self.unsure_rate < 1,
-                f"need 0 < --neither_rate <= --unsure_rate < 1, got {self.neither_rate} and {self.unsure_rate}")
-        for name in ("holdout_fraction", "validation_fraction"):
-            require(0 < getattr(self, name) < 1, f"--{name} must be between 0 and 1, got {getattr(self, name)}")
+from .train_arguments import DEPRECATED, TrainArguments
 
 
 @dataclass
@@ -210,7 +130,8 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
     if tuning:  # the model's last stage(s) change here; the splits below then go through the tuned model
         stages = stage_banks(args, model, config["input_size"], precision, compiled,
                              (plain_loader, augmented, holdout_loader), data.groups, accelerator, checkpoints)
-    extractor = backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled)
+    extractor = (stages.features if stages else
+                 backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled))
     if stages:
         bank, holdout, holdout_labels = stages.bank, stages.holdout, stages.holdout_labels
     else:
@@ -265,9 +186,9 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
-    if args.unfreeze_last_stages == "0" and state["best_holdout"] < SUGGEST_TUNING_BELOW:
-        accelerator.print(f"holdout accuracy {state['best_holdout']:.3f} with the backbone frozen: its features may "
-                          "not separate these images; try --unfreeze_last_stages auto")
+    hint = tuning_hint(args.unfreeze_last_stages, state["best_holdout"])
+    if hint:
+        accelerator.print(hint)
     if accelerator.is_main_process:
         extra = {"ood": ood_config, "calibration": {"temperature": calibration["temperature"],
                                                     "fitted_on": calibration["fitted_on"], "folded_into_head": True}}

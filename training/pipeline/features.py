@@ -21,6 +21,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from ..errors import UserError
+
 READ_CHUNK_ROWS = 2048  # rows per read when streaming the whole bank (mean/std, logits): 10 MB at D = 1280
 
 
@@ -183,6 +185,9 @@ class NpyRowWriter:
             np.lib.format.write_array_header_1_0(self.file, {"descr": self.dtype, "fortran_order": False,
                                                              "shape": (self.expected, rows.shape[1])})
         self.written += len(rows)
+        if self.dtype == "<f2" and not np.abs(rows).max(initial=0) <= np.finfo(np.float16).max:  # NaN fails too
+            raise UserError(f"{self.path}: values beyond fp16's range in the cached activations; this backbone "
+                            "cannot use --unfreeze_last_stages")
         self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
 
     def close(self) -> None:

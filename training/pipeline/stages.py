@@ -42,8 +42,17 @@ from .head import CALIBRATION_FOLDS, StandardizedHead, class_weights
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
-STAGE_FOLDS = CALIBRATION_FOLDS  # fold tunings for calibration and "neither" (3 folds left "neither" 17x too often)
+STAGE_FOLDS = CALIBRATION_FOLDS  # the fold tunings: as many folds as the frozen model's out-of-fold heads
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
+SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
+
+
+def tuning_hint(requested: str, holdout_accuracy: float) -> str | None:
+    """The one line a frozen run with a weak holdout prints: what to try next."""
+    if requested != "0" or holdout_accuracy >= SUGGEST_TUNING_BELOW:
+        return None
+    return (f"holdout accuracy {holdout_accuracy:.3f} with the backbone frozen: its features may not separate these "
+            "images; try --unfreeze_last_stages auto")
 
 
 def stages_of(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
@@ -116,7 +125,6 @@ class Tuned:
 
     state: dict[str, torch.Tensor]
     report: dict
-
 
 class StageModel(nn.Module):
     def __init__(self, suffix: Suffix, head: StandardizedHead):
@@ -223,6 +231,20 @@ def pooled_bank(suffix: Suffix, prefix: FeatureBank, directory: Path, accelerato
             writer.close()
     accelerator.wait_for_everyone()
     return FeatureBank(files, prefix.image_labels)
+
+
+class TunedFeatures:
+    """pixels -> pooled features through the (compiled) prefix and the suffix: the run's other splits take the
+    same path as its bank, and the prefix is not compiled twice."""
+
+    def __init__(self, prefix: PrefixFeatures, suffix: Suffix, precision: str):
+        self.prefix, self.suffix, self.precision = prefix, suffix, precision
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.suffix.eval()
+        with autocast(self.precision):
+            return self.suffix(self.prefix(pixels)).float()
 
 
 def pooled_pairs(suffix: Suffix, prefix: FeatureBank, precision: str = "no") -> torch.Tensor:

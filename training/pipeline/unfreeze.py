@@ -26,6 +26,7 @@ from .stages import (
     STAGE_FOLDS,
     StageModel,
     Suffix,
+    TunedFeatures,
     activation_shape,
     auto_choice,
     check_depth,
@@ -46,6 +47,7 @@ class StageBanks:
     fold_of: np.ndarray | None  # the stage folds (None: frozen, or too few images for folds)
     fold_banks: list[FeatureBank] | None
     report: dict  # for results.json and the card
+    features: TunedFeatures  # pixels -> pooled features of the model as saved, for the other splits
 
 
 def requested_depths(requested: str) -> tuple[int, ...]:
@@ -82,7 +84,7 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
               "prefix_bank_bytes": sum(Path(f).stat().st_size for f in prefix.files), "activation_shape": list(shape)}
     if chosen == 0:
         return StageBanks(frozen_bank, pooled_pairs(frozen, holdout, precision), holdout.image_labels, None, None,
-                          report)
+                          report, TunedFeatures(extractor, frozen, precision))
     # The folds first: each starts, as the final tuning did, from the frozen weights the model still holds.
     fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed, STAGE_FOLDS)
     fold_banks = None if fold_of is None else [
@@ -92,7 +94,7 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
     suffix = load_suffix(model, depth, shape, final.state)  # the model's own stages now hold the tuned weights
     bank = pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator, precision)
     return StageBanks(bank, pooled_pairs(suffix, holdout, precision), holdout.image_labels, fold_of, fold_banks,
-                      report)
+                      report, TunedFeatures(extractor, suffix, precision))
 
 
 def fold_bank(fold: int, fold_of: np.ndarray, model: nn.Module, depth: int, shape: tuple[int, ...],
