@@ -126,10 +126,15 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
     augmented = make_loader(data.train, args.augmentation, config, True, args.batch_size, shuffle=False,
                             num_workers=args.num_workers)
     plain_loader, holdout_loader, validation_loader, augmented = accelerator.prepare(*loaders, augmented)
+    ood_set = ood_images(seed=0) + [OODImage(f"feedback_{i}", "feedback", "selection", image)
+                                    for i, image in enumerate(data.neither)]  # visitors' "neither": choose the method
+    evaluated = build_transform("none", config, train=False)
     stages = None
     if tuning:  # the model's last stage(s) change here; the splits below then go through the tuned model
+        selection = torch.stack([evaluated(item.image) for item in ood_set if item.part == "selection"])
         stages = stage_banks(args, model, config["input_size"], precision, compiled,
-                             (plain_loader, augmented, holdout_loader), data.groups, accelerator, checkpoints)
+                             (plain_loader, augmented, holdout_loader), data.groups, selection, accelerator,
+                             checkpoints)
     extractor = (stages.features if stages else
                  backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled))
     if stages:
@@ -140,10 +145,7 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
         holdout, holdout_labels = split_features(extractor, holdout_loader, accelerator, flip=True, desc="holdout")
     validation, validation_labels = split_features(extractor, validation_loader, accelerator, flip=True,
                                                    desc="validation")
-    ood_set = ood_images(seed=0) + [OODImage(f"feedback_{i}", "feedback", "selection", image)
-                                    for i, image in enumerate(data.neither)]  # visitors' "neither": choose the method
-    ood = image_features(extractor, [item.image for item in ood_set], build_transform("none", config, train=False),
-                         args.batch_size)
+    ood = image_features(extractor, [item.image for item in ood_set], evaluated, args.batch_size)
     run = {"runtime": runtime, "mixed_precision": precision, "precision_probe_images_per_s": probe,
            "torch_compile": compiled, "feature_seconds": round(time.time() - started, 1),
            "stages": stages.report if stages else {"requested": "0", "chosen": 0}}

@@ -44,6 +44,7 @@ STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
 STAGE_FOLDS = CALIBRATION_FOLDS  # the fold tunings: as many folds as the frozen model's out-of-fold heads
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
+AUTO_MAX_OOD_LOSS = 0.005  # ... and the kNN AUROC of holdout against the OOD selection half drops at most this much
 SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
 
 
@@ -267,12 +268,31 @@ def load_suffix(model: nn.Module, n: int, shape: tuple[int, ...], state: dict[st
     return suffix
 
 
-def auto_choice(frozen_right: int, tuned: dict[int, Tuned], predictions: int) -> int:
-    """0, or the depth whose holdout answers beat the frozen model's by at least ``AUTO_MIN_GAIN`` (and 2)."""
+def auto_choice(frozen_right: int, tuned: dict[int, Tuned], predictions: int, frozen_auroc: float = 1.0) -> int:
+    """0, or the depth whose holdout answers beat the frozen model's by at least ``AUTO_MIN_GAIN`` (and 2) without
+    losing more than ``AUTO_MAX_OOD_LOSS`` of kNN AUROC against the OOD set's selection half (``report["ood_auroc"]``:
+    tuned features can tell other pictures apart less well, and "neither" is part of what users get)."""
     need = max(2, int(np.ceil(AUTO_MIN_GAIN * predictions)))
     best, best_right = 0, frozen_right + need - 1
     for depth, result in sorted(tuned.items()):
         right = round(result.report["last"]["holdout_accuracy"] * predictions)
-        if right > best_right:
+        if right > best_right and result.report.get("ood_auroc", 1.0) >= frozen_auroc - AUTO_MAX_OOD_LOSS:
             best, best_right = depth, right
     return best
+
+
+def ood_auroc(suffix: Suffix, bank: FeatureBank, holdout: FeatureBank, ood_rows: torch.Tensor, precision: str,
+              seed: int) -> float:
+    """kNN AUROC of the holdout (in, images and mirrors) against OOD images (their prefix rows), with the kNN bank
+    from ``bank``, the train features pooled by ``suffix``: how well these features tell other pictures apart."""
+    from .ood import auroc, fit_statistics, scores_of, statistics_rows
+
+    rows = statistics_rows(torch.arange(bank.images), bank.images, seed)
+    stats = fit_statistics(bank.rows(rows), bank.labels[rows], int(bank.labels.max()) + 1, seed)
+    inside = pooled_pairs(suffix, holdout, precision).flatten(0, 1)
+    suffix.eval()
+    with torch.no_grad(), autocast(precision):
+        outside = suffix(ood_rows).float()
+    no_logits = torch.zeros(1, 1)  # knn reads features only
+    return auroc(scores_of("knn", inside, no_logits.expand(len(inside), 1), stats),
+                 scores_of("knn", outside, no_logits.expand(len(outside), 1), stats))

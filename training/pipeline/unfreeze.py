@@ -5,8 +5,8 @@
                                    -> per fold, stages tuned without it  (honest calibration and "neither")
     then the pooled banks: the tuned suffix over every row, and each fold's suffix over every row.
 
-``auto`` keeps the frozen model unless tuning answers more of the train holdout right (stages.auto_choice);
-validation is never looked at.
+``auto`` keeps the frozen model unless tuning answers more of the train holdout right without telling the OOD
+set's selection half apart less well (stages.auto_choice); validation and the OOD test half are never looked at.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .features import FeatureBank, feature_passes, write_bank
 from .head import cross_fit_folds, fit_plain_head
 from .stages import (
     AUTO_DEPTHS,
+    AUTO_MAX_OOD_LOSS,
     AUTO_MIN_GAIN,
     STAGE_FOLDS,
     StageModel,
@@ -32,6 +33,7 @@ from .stages import (
     check_depth,
     holdout_figures,
     load_suffix,
+    ood_auroc,
     pooled_bank,
     pooled_pairs,
     prefix_extractor,
@@ -55,9 +57,11 @@ def requested_depths(requested: str) -> tuple[int, ...]:
 
 
 def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precision: str, compiled: bool,
-                loaders: tuple, groups: np.ndarray, accelerator, checkpoints: Path) -> StageBanks:
+                loaders: tuple, groups: np.ndarray, ood_pixels: torch.Tensor, accelerator,
+                checkpoints: Path) -> StageBanks:
     """Tune the last stage(s) of ``model`` in place (or keep it, for auto's 0); ``loaders``: (train plain,
-    train augmented, holdout), prepared; ``groups``: near-duplicate group ids of train (the folds keep them whole)."""
+    train augmented, holdout), prepared; ``groups``: near-duplicate group ids of train (the folds keep them whole);
+    ``ood_pixels``: the OOD set's selection half, preprocessed (auto checks that tuning keeps telling it apart)."""
     plain, augmented, holdout_loader = loaders
     depth = max(requested_depths(args.unfreeze_last_stages))
     check_depth(model, depth)
@@ -75,11 +79,19 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
     frozen_right, frozen_loss = holdout_figures(StageModel(frozen, probe), holdout)
     final = tune_stages(model, depth, shape, probe, prefix, every_row, holdout, args.stage_epochs, args, args.seed,
                         checkpoints / "stages" / f"depth_{depth}.safetensors", precision)
-    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout)) if args.unfreeze_last_stages == "auto"
-              else depth)
+    with torch.inference_mode():
+        ood_rows = torch.cat([extractor(part) for part in ood_pixels.split(args.batch_size)])
+    tuned_suffix = load_suffix(model, depth, shape, final.state, as_copy=True)
+    tuned_bank = pooled_bank(tuned_suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator, precision)
+    frozen_auroc = ood_auroc(frozen, frozen_bank, holdout, ood_rows, precision, args.seed)
+    final.report["ood_auroc"] = ood_auroc(tuned_suffix, tuned_bank, holdout, ood_rows, precision, args.seed)
+    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout), frozen_auroc)
+              if args.unfreeze_last_stages == "auto" else depth)
     report = {"requested": args.unfreeze_last_stages, "chosen": chosen, "depth_tried": depth,
               "holdout_predictions": len(holdout), "auto_min_gain": AUTO_MIN_GAIN,
-              "frozen": {"holdout_accuracy": frozen_right / len(holdout), "holdout_loss": frozen_loss},
+              "auto_max_ood_loss": AUTO_MAX_OOD_LOSS, "ood_selection_images": len(ood_rows),
+              "frozen": {"holdout_accuracy": frozen_right / len(holdout), "holdout_loss": frozen_loss,
+                         "ood_auroc": frozen_auroc},
               "tuned": final.report, "stage_learning_rate": args.stage_learning_rate, "precision": precision,
               "prefix_bank_bytes": sum(Path(f).stat().st_size for f in prefix.files), "activation_shape": list(shape)}
     if chosen == 0:
@@ -92,8 +104,7 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
         for fold in range(int(fold_of.max()) + 1)]
     report["fold_tunings"] = 0 if fold_of is None else int(fold_of.max()) + 1
     suffix = load_suffix(model, depth, shape, final.state)  # the model's own stages now hold the tuned weights
-    bank = pooled_bank(suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator, precision)
-    return StageBanks(bank, pooled_pairs(suffix, holdout, precision), holdout.image_labels, fold_of, fold_banks,
+    return StageBanks(tuned_bank, pooled_pairs(suffix, holdout, precision), holdout.image_labels, fold_of, fold_banks,
                       report, TunedFeatures(extractor, suffix, precision))
 
 
