@@ -106,6 +106,10 @@ class TrainingData:
 def training_data(args) -> TrainingData:
     dataset = load_splits(args.dataset_id, args.validation_fraction, args.seed)
     train_split, validation = dataset["train"], dataset["validation"]
+    if "leak" in validation.column_names and all(validation["leak"]):
+        raise UserError(f"dataset {args.dataset_id}: all {len(validation)} validation images duplicate training images "
+                        "(exact or near, by pHash), so no figure would be measured on new images: give the "
+                        "validation split pictures of its own")
     if args.max_train_samples:
         train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
     train_split, holdout = holdout_split(train_split, args.holdout_fraction, args.seed)

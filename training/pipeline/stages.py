@@ -171,7 +171,7 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
                                   weight_decay=args.weight_decay)
     steps = max(4, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.stage_learning_rate, args.learning_rate],
-                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)  # 2+ warm-up
+                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)  # as the head
     weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
     # Its own Accelerator (the processes are shared): the run's accelerator then checkpoints the head alone, so a
     # resumed run, which skips finished tunings, restores the same objects in the same order.
