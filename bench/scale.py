@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bank_only", action="store_true", help="only the feature-bank table")
     parser.add_argument("--stages_only", action="store_true", help="only the stage-tuning table")
+    parser.add_argument("--stage_rows", type=int, default=BANK_ROWS, help="1x of the stage-tuning table, in rows")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -145,7 +146,7 @@ def main() -> None:
         print(json.dumps(run))
         return
     if args.stages_only:
-        stage_table((1, 4) if args.quick else (1, 4, 16), 500 if args.quick else BANK_ROWS)
+        stage_table((1, 4) if args.quick else (1, 4, 16), 500 if args.quick else args.stage_rows)
         return
     bank_table((1, 4), 1000) if args.quick else bank_table((1, 4, 16), BANK_ROWS)
     if args.bank_only:

@@ -101,6 +101,21 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def kill_when(command: list[str], marker: Path, timeout: float = 300) -> None:
+    """Run ``command`` (from the repo, its own process group) and SIGKILL it as soon as ``marker`` exists."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def fresh_hf_home(tmp_path: Path) -> dict:
     return {"HF_HOME": str(tmp_path / "fresh_hf_home")}
 

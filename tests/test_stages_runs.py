@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from huggingface_hub import ModelCard
@@ -17,7 +15,7 @@ from safetensors.torch import load_file
 
 from bench.far_folders import make_folder
 from localhub.ctl import free_port
-from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
+from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, kill_when, run_module
 
 pytestmark = pytest.mark.slow
 REPO = "demo/avp-tuned"
@@ -89,15 +87,8 @@ def test_killed_during_the_tunings_or_the_head_resumes_to_the_same_tuned_model(t
                                                                               tmp_path):
     straight = tuned_run[0]
     # SIGKILL while tuning the folds, after the first one was saved.
-    command = [sys.executable, *_tiny_run(hub_dataset, lite0, tmp_path / "killed")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
     marker = tmp_path / "killed" / "checkpoints" / "stages" / "depth_1_fold_0.safetensors"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when([sys.executable, *_tiny_run(hub_dataset, lite0, tmp_path / "killed")], marker)
     assert marker.exists() and not (tmp_path / "killed" / "results.json").exists()
     resumed = run_module(*_tiny_run(hub_dataset, lite0, tmp_path / "killed", "--resume")[1:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

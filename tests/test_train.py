@@ -1,19 +1,16 @@
 """Training on the real data, resume after a kill, publishing, and bad input."""
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, run_module
+from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, kill_when, run_module
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +86,8 @@ def test_kill_and_resume_gives_the_same_model(hub_dataset, tmp_path):
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     # Killed with SIGKILL while computing the training features, after the second pass was saved.
-    process = subprocess.Popen(_train_command(tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
     marker = tmp_path / "killed" / "checkpoints" / "bank" / "view_002_augmented_001.npy"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(_train_command(tmp_path / "killed"), marker)
     assert marker.exists() and not (tmp_path / "killed" / "results.json").exists()
     resumed = subprocess.run(_train_command(tmp_path / "killed", "--resume"), cwd=ROOT, capture_output=True,
                              text=True, timeout=600)
