@@ -135,7 +135,7 @@ def test_auto_tunes_on_a_folder_far_from_imagenet_and_not_on_one_the_frozen_head
         import numpy as np
 
         rng = np.random.default_rng(0)
-        for split, count in (("train", 30), ("validation", 5)):
+        for split, count in (("train", 60), ("validation", 5)):
             for name, colour in (("red", (1.0, 0.2, 0.2)), ("blue", (0.2, 0.2, 1.0))):
                 (folder / split / name).mkdir(parents=True)
                 for i in range(count):

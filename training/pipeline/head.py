@@ -83,10 +83,9 @@ def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: in
                    ) -> tuple[torch.optim.Optimizer, object]:
     """AdamW with a one-cycle schedule over ``args.epochs``: the one recipe every head is trained with."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    steps = max(4, args.epochs * -(-steps_per_epoch // accumulation))
-    # At least 2 warm-up steps: with 10 steps or so in all, torch's warm-up would be 0 steps long and divide by 0.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.learning_rate,
-                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.learning_rate, pct_start=0.1,
+        total_steps=max(1, args.epochs * -(-steps_per_epoch // accumulation)))
     return optimizer, scheduler
 
 
