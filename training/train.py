@@ -56,7 +56,7 @@ from .pipeline.model import build_model, data_config, save_model
 from .pipeline.onnx_export import export_and_check
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
-from .pipeline.runtime import backbone_extractor, choose_runtime
+from .pipeline.runtime import BACKBONE_ONNX, backbone_extractor, choose_runtime_once
 from .pipeline.stages import tuning_hint
 from .pipeline.trust import calibrate, fit_ood
 from .pipeline.unfreeze import stage_banks
@@ -78,8 +78,7 @@ class Extracted:
     ood: torch.Tensor
     ood_set: list[OODImage]
     run: dict  # precision, compile and timing facts for results.json
-    fold_of: np.ndarray | None = None  # tuned stages: the folds their out-of-fold twins left out
-    fold_banks: list[FeatureBank] | None = None  # ... and each fold's bank (pipeline/unfreeze.py)
+    fold_banks: list[FeatureBank] | None = None  # tuned stages: each fold's bank (pipeline/unfreeze.py)
 
 
 def train(args: TrainArguments) -> dict:
@@ -113,10 +112,9 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
     model = build_model(args.backbone, len(data.class_names), pretrained=args.pretrained, freeze=True)
     model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
     config = data_config(model, crop_pct=args.crop_pct)
-    onnx_path = checkpoints / "backbone.onnx"
     tuning = args.unfreeze_last_stages != "0"
-    runtime, precision, probe = choose_runtime("torch" if tuning else args.runtime, args.mixed_precision, model,
-                                               config["input_size"], accelerator, onnx_path)
+    runtime, precision, probe = choose_runtime_once("torch" if tuning else args.runtime, args.mixed_precision, model,
+                                                    config["input_size"], accelerator, checkpoints, args.resume)
     views = feature_passes(args.augmentation, args.augmented_views)
     images = len(data.train) * (views + 1) + 2 * (len(data.holdout) + len(data.validation))  # with mirrors
     compiled = runtime == "torch" and compile_pays(args.torch_compile, images)
@@ -135,11 +133,11 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
         stages = stage_banks(args, model, config["input_size"], precision, compiled,
                              (plain_loader, augmented, holdout_loader), data.groups, selection, accelerator,
                              checkpoints)
-    extractor = (stages.features if stages else
-                 backbone_extractor(runtime, precision, model, config["input_size"], accelerator, onnx_path, compiled))
     if stages:
-        bank, holdout, holdout_labels = stages.bank, stages.holdout, stages.holdout_labels
+        extractor, bank, holdout, holdout_labels = stages.features, stages.bank, stages.holdout, stages.holdout_labels
     else:
+        extractor = backbone_extractor(runtime, precision, model, config["input_size"], accelerator,
+                                       checkpoints / BACKBONE_ONNX, compiled)
         bank = write_bank(extractor, plain_loader, augmented, accelerator, views, args.seed, checkpoints / "bank",
                           resume=args.resume)
         holdout, holdout_labels = split_features(extractor, holdout_loader, accelerator, flip=True, desc="holdout")
@@ -150,7 +148,7 @@ def extract_features(args: TrainArguments, data: TrainingData, accelerator: Acce
            "torch_compile": compiled, "feature_seconds": round(time.time() - started, 1),
            "stages": stages.report if stages else {"requested": "0", "chosen": 0}}
     return Extracted(model, config, bank, holdout, holdout_labels, validation, validation_labels, ood, ood_set, run,
-                     *((stages.fold_of, stages.fold_banks) if stages else ()))
+                     fold_banks=stages.fold_banks if stages else None)
 
 
 def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator: Accelerator, output_dir: Path,
@@ -158,7 +156,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     """Job 2: every head on the cached features, then calibration, "neither", validation and the saved model."""
     # Every training image scored by heads that never saw it (nor its near duplicates): for calibration, the
     # mislabel finder and the "neither" limits.
-    fold_of = x.fold_of if x.fold_banks else cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
+    fold_of = cross_fit_folds(x.bank.image_labels, data.groups, args.seed)  # tuned stages: the folds they left out
     held_out = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args, fold_of, x.fold_banks)
     mislabels = find_suspects(out_of_fold_probabilities(held_out.logits(), held_out.rows % x.bank.images,
                                                         len(data.train)),

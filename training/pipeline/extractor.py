@@ -88,16 +88,22 @@ class PooledFeatures(nn.Module):
             return self.run(pixels)[:count].float()
 
 
-def feature_extractor(model: nn.Module, precision: str, compiled: bool = False) -> PooledFeatures:
-    """The frozen backbone for feature extraction: a channels_last *copy* in ``precision``.
+def half_dtype(precision: str) -> torch.dtype | None:
+    """The 16-bit dtype of ``--mixed_precision`` bf16/fp16; None for fp32 ("no")."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def feature_extractor(model: nn.Module, precision: str, compiled: bool = False,
+                      kind: type[PooledFeatures] = PooledFeatures) -> PooledFeatures:
+    """The frozen backbone for feature extraction: a channels_last *copy* in ``precision``, run by ``kind``.
 
     A copy: for bf16/fp16, casting the weights once is ~10 % faster than autocast re-casting them
     every batch; and the model that gets saved keeps its fp32, contiguous weights (safetensors
     refuses channels_last tensors).
     """
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    dtype = half_dtype(precision) or torch.float32
     backbone = copy.deepcopy(model).to(dtype).eval().to(memory_format=torch.channels_last)
-    return PooledFeatures(backbone, compiled)
+    return kind(backbone, compiled)
 
 
 @torch.inference_mode()

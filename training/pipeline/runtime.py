@@ -9,6 +9,7 @@ features agree with torch's within 1e-4 (tested), so bf16 must beat the faster f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .extractor import BF16_MUST_WIN_BY, choose_precision, cpu_has_bf16, feature
 from .onnx_export import export_graph
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+BACKBONE_ONNX = "backbone.onnx"  # in the run's checkpoints: the probe's export, which the bank's session reuses
 
 
 class OnnxPooledFeatures:
@@ -81,6 +83,20 @@ def choose_runtime(runtime: str, precision: str, model: nn.Module, input_size: t
     if accelerator.num_processes > 1:
         broadcast_object_list(choice)
     return choice[0], choice[1], choice[2]
+
+
+def choose_runtime_once(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],
+                        accelerator: Accelerator, checkpoints: Path, resume: bool) -> tuple[str, str, dict[str, float]]:
+    """``choose_runtime``, whose answer a resumed run reads back from ``checkpoints``: the probe is timed, so on a
+    busy machine it can answer differently, and a bank must not mix features of two precisions."""
+    saved = checkpoints / "runtime.json"
+    if resume and saved.is_file():
+        return tuple(json.loads(saved.read_text()))
+    choice = choose_runtime(runtime, precision, model, input_size, accelerator, checkpoints / BACKBONE_ONNX)
+    if accelerator.is_main_process:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(choice))
+    return choice
 
 
 def backbone_extractor(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],

@@ -9,7 +9,7 @@ keeps its running statistics, and frozen parameters keep ``requires_grad=False``
 
 Honesty: features from stages tuned on an image are closer to their class than a new image's, so
 out-of-fold heads on them would make calibration over-confident. The stages are therefore also tuned
-once per fold (``STAGE_FOLDS``, near duplicates on one side), and each fold's out-of-fold head and
+once per fold (the out-of-fold heads' folds, near duplicates on one side), and each fold's out-of-fold head and
 logits use the bank of a suffix that never saw that fold (``fold_banks``): calibration, the mislabel
 finder and the logit-based "neither" scores (msp, energy). The feature-based scores (knn, mahalanobis)
 are distances in one model's geometry, which differs from tuning to tuning: they stay cross-fitted on
@@ -36,13 +36,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import UserError
-from .extractor import PooledFeatures
+from .extractor import PooledFeatures, feature_extractor, half_dtype
 from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
-from .head import CALIBRATION_FOLDS, StandardizedHead, class_weights
+from .head import StandardizedHead, class_weights
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
-STAGE_FOLDS = CALIBRATION_FOLDS  # the fold tunings: as many folds as the frozen model's out-of-fold heads
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
 AUTO_MAX_OOD_LOSS = 0.005  # ... and the kNN AUROC of holdout against the OOD selection half drops at most this much
 SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
@@ -110,9 +109,7 @@ class PrefixFeatures(PooledFeatures):
 
 
 def prefix_extractor(model: nn.Module, n: int, precision: str, compiled: bool = False) -> PrefixFeatures:
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    prefix = copy.deepcopy(Prefix(model, n)).to(dtype).eval().to(memory_format=torch.channels_last)
-    return PrefixFeatures(prefix, compiled)
+    return feature_extractor(Prefix(model, n), precision, compiled, kind=PrefixFeatures)
 
 
 def activation_shape(model: nn.Module, n: int, input_size: tuple[int, int, int]) -> tuple[int, ...]:
@@ -126,6 +123,7 @@ class Tuned:
 
     state: dict[str, torch.Tensor]
     report: dict
+
 
 class StageModel(nn.Module):
     def __init__(self, suffix: Suffix, head: StandardizedHead):
@@ -171,7 +169,7 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
                                   weight_decay=args.weight_decay)
     steps = max(4, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.stage_learning_rate, args.learning_rate],
-                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)  # as the head
+                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)  # 2+ warm-up
     weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
     # Its own Accelerator (the processes are shared): the run's accelerator then checkpoints the head alone, so a
     # resumed run, which skips finished tunings, restores the same objects in the same order.
@@ -210,8 +208,16 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
 
 def autocast(precision: str):
     """The run's measured precision (bf16/fp16) for the suffix's passes, as for the frozen part's; fp32 otherwise."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = half_dtype(precision)
     return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+
+
+@torch.inference_mode()
+def pool(suffix: Suffix, rows: torch.Tensor, precision: str) -> torch.Tensor:
+    """Prefix rows -> pooled fp32 features through ``suffix`` (eval mode) in the run's precision."""
+    suffix.eval()
+    with autocast(precision):
+        return suffix(rows).float()
 
 
 @torch.inference_mode()
@@ -220,15 +226,13 @@ def pooled_bank(suffix: Suffix, prefix: FeatureBank, directory: Path, accelerato
     """``suffix`` over every row of the prefix bank: the pooled bank the heads train on (one file per view)."""
     files = [directory / Path(file).name for file in prefix.files]
     if accelerator.is_main_process:
-        suffix.eval()
         for view, file in enumerate(files):
             if file.is_file():  # a resumed run: written whole before (renamed when complete)
                 continue
             writer = NpyRowWriter(file, prefix.images)
             index = torch.arange(prefix.images) + view * prefix.images
             for rows, _ in prefix.chunks(index, READ_CHUNK_ROWS // 8):
-                with autocast(precision):
-                    writer.append(suffix(rows).float().numpy())
+                writer.append(pool(suffix, rows, precision).numpy())
             writer.close()
     accelerator.wait_for_everyone()
     return FeatureBank(files, prefix.image_labels)
@@ -241,18 +245,13 @@ class TunedFeatures:
     def __init__(self, prefix: PrefixFeatures, suffix: Suffix, precision: str):
         self.prefix, self.suffix, self.precision = prefix, suffix, precision
 
-    @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        self.suffix.eval()
-        with autocast(self.precision):
-            return self.suffix(self.prefix(pixels)).float()
+        return pool(self.suffix, self.prefix(pixels), self.precision)
 
 
 def pooled_pairs(suffix: Suffix, prefix: FeatureBank, precision: str = "no") -> torch.Tensor:
     """A small split's (2, N, D) pooled features (the image and its mirror) from its prefix bank."""
-    suffix.eval()
-    with torch.no_grad(), autocast(precision):
-        out = torch.cat([suffix(rows).float() for rows, _ in prefix.chunks(torch.arange(len(prefix)), 256)])
+    out = torch.cat([pool(suffix, rows, precision) for rows, _ in prefix.chunks(torch.arange(len(prefix)), 256)])
     return out.view(2, prefix.images, -1)
 
 
@@ -285,14 +284,12 @@ def ood_auroc(suffix: Suffix, bank: FeatureBank, holdout: FeatureBank, ood_rows:
               seed: int) -> float:
     """kNN AUROC of the holdout (in, images and mirrors) against OOD images (their prefix rows), with the kNN bank
     from ``bank``, the train features pooled by ``suffix``: how well these features tell other pictures apart."""
-    from .ood import auroc, fit_statistics, scores_of, statistics_rows
+    from .ood import auroc, scores_of, statistics_rows
 
-    rows = statistics_rows(torch.arange(bank.images), bank.images, seed)
-    stats = fit_statistics(bank.rows(rows), bank.labels[rows], int(bank.labels.max()) + 1, seed)
+    # kNN's statistics only (fit_statistics also fits the Mahalanobis precision, which this never reads).
+    stats = {"bank": F.normalize(bank.rows(statistics_rows(torch.arange(bank.images), bank.images, seed)), dim=-1)}
     inside = pooled_pairs(suffix, holdout, precision).flatten(0, 1)
-    suffix.eval()
-    with torch.no_grad(), autocast(precision):
-        outside = suffix(ood_rows).float()
+    outside = pool(suffix, ood_rows, precision)
     no_logits = torch.zeros(1, 1)  # knn reads features only
     return auroc(scores_of("knn", inside, no_logits.expand(len(inside), 1), stats),
                  scores_of("knn", outside, no_logits.expand(len(outside), 1), stats))

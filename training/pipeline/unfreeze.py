@@ -24,7 +24,6 @@ from .stages import (
     AUTO_DEPTHS,
     AUTO_MAX_OOD_LOSS,
     AUTO_MIN_GAIN,
-    STAGE_FOLDS,
     StageModel,
     Suffix,
     TunedFeatures,
@@ -52,10 +51,6 @@ class StageBanks:
     features: TunedFeatures  # pixels -> pooled features of the model as saved, for the other splits
 
 
-def requested_depths(requested: str) -> tuple[int, ...]:
-    return AUTO_DEPTHS if requested == "auto" else (int(requested),)
-
-
 def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precision: str, compiled: bool,
                 loaders: tuple, groups: np.ndarray, ood_pixels: torch.Tensor, accelerator,
                 checkpoints: Path) -> StageBanks:
@@ -63,7 +58,7 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
     train augmented, holdout), prepared; ``groups``: near-duplicate group ids of train (the folds keep them whole);
     ``ood_pixels``: the OOD set's selection half, preprocessed (auto checks that tuning keeps telling it apart)."""
     plain, augmented, holdout_loader = loaders
-    depth = max(requested_depths(args.unfreeze_last_stages))
+    depth = max(AUTO_DEPTHS) if args.unfreeze_last_stages == "auto" else int(args.unfreeze_last_stages)
     check_depth(model, depth)
     shape = activation_shape(model, depth, input_size)
     extractor = prefix_extractor(model, depth, precision, compiled)
@@ -98,7 +93,7 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
         return StageBanks(frozen_bank, pooled_pairs(frozen, holdout, precision), holdout.image_labels, None, None,
                           report, TunedFeatures(extractor, frozen, precision))
     # The folds first: each starts, as the final tuning did, from the frozen weights the model still holds.
-    fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed, STAGE_FOLDS)
+    fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed)  # the out-of-fold heads' folds (train.fit_head)
     fold_banks = None if fold_of is None else [
         fold_bank(fold, fold_of, model, depth, shape, prefix, frozen_bank, precision, accelerator, args, checkpoints)
         for fold in range(int(fold_of.max()) + 1)]
