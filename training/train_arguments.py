@@ -72,7 +72,8 @@ class TrainArguments:
         "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
     unfreeze_last_stages: str = field(default="0", metadata={
         "help": "tune the backbone's last N stages (1 or 2) on cached activations before the head; 0: frozen; "
-                "auto: tune the last stage only if it answers more of the train holdout right"})
+                "auto: tune the last stage only if it answers clearly more of the train holdout right and still "
+                "tells the OOD set's selection half apart (the card says why)"})
     stage_epochs: int = field(default=3, metadata={"help": "epochs over the cached activations when tuning stages"})
     stage_learning_rate: float = field(default=1e-3, metadata={
         "help": "the tuned stages' learning rate (the head keeps --learning_rate)"})

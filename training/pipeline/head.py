@@ -83,10 +83,16 @@ def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: in
                    ) -> tuple[torch.optim.Optimizer, object]:
     """AdamW with a one-cycle schedule over ``args.epochs``: the one recipe every head is trained with."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.learning_rate, pct_start=0.1,
-        total_steps=max(1, args.epochs * -(-steps_per_epoch // accumulation)))
-    return optimizer, scheduler
+    return optimizer, one_cycle(optimizer, args.learning_rate, args.epochs * -(-steps_per_epoch // accumulation))
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float | list[float], steps: int
+              ) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The one-cycle schedule every head and stage tuning uses: 10 % warm-up, and at least 2 steps of it (with
+    about 10 steps in all, torch's warm-up phase would be 0 steps long and divide by zero)."""
+    steps = max(4, steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, pct_start=max(0.1, 2 / steps),
+                                               total_steps=steps)
 
 
 def fit_plain_head(linear: nn.Linear, bank: FeatureBank, index: torch.Tensor, accelerator, args,

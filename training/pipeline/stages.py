@@ -38,7 +38,7 @@ from torch import nn
 from ..errors import UserError
 from .extractor import PooledFeatures, feature_extractor, half_dtype
 from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
-from .head import StandardizedHead, class_weights
+from .head import StandardizedHead, class_weights, one_cycle
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
@@ -167,9 +167,7 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
     optimizer = torch.optim.AdamW([{"params": list(suffix.parameters()), "lr": args.stage_learning_rate},
                                    {"params": list(tuned.head.parameters()), "lr": args.learning_rate}],
                                   weight_decay=args.weight_decay)
-    steps = max(4, epochs * len(loader))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[args.stage_learning_rate, args.learning_rate],
-                                                    pct_start=max(0.1, 2 / steps), total_steps=steps)  # 2+ warm-up
+    scheduler = one_cycle(optimizer, [args.stage_learning_rate, args.learning_rate], epochs * len(loader))
     weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
     # Its own Accelerator (the processes are shared): the run's accelerator then checkpoints the head alone, so a
     # resumed run, which skips finished tunings, restores the same objects in the same order.
