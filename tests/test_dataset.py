@@ -176,3 +176,23 @@ def test_server_down_names_hf_endpoint(tmp_path):
     assert result.returncode == 2
     assert "cannot reach the Hub at HF_ENDPOINT=http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_measured_split_is_made_from_the_runs_own_arguments(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+
+    from training.errors import UserError
+    from training.pipeline.data import load_splits, measured_validation
+
+    images = [Image.new("RGB", (8, 8), (i * 9, 0, 0)) for i in range(20)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    DatasetDict({"train": Dataset.from_dict({"image": images, "label": [i % 2 for i in range(20)]},
+                                            features=features)}).save_to_disk(str(tmp_path / "d"))
+    run = {"validation_fraction": 0.3, "seed": 7}
+    validation = measured_validation(str(tmp_path / "d"), run, "run.json")
+    assert len(validation) == 6
+    assert validation["image"] == load_splits(str(tmp_path / "d"), 0.3, 7)["validation"]["image"]
+    assert validation["image"] != load_splits(str(tmp_path / "d"), 0.3, 8)["validation"]["image"]
+    with pytest.raises(UserError, match="out/run.json has no seed: the split the model was measured on"):
+        measured_validation(str(tmp_path / "d"), {"validation_fraction": 0.2}, "out/run.json")

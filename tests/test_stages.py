@@ -67,7 +67,7 @@ def _args(**overrides):
     return SimpleNamespace(**{**values, **overrides})
 
 
-def _tune(model, depth, tmp_path, epochs=2, holdout=True, seed=0):
+def _tune(model, depth, tmp_path, epochs=2, holdout=True, seed=0, precision="no"):
     shape = activation_shape(model, depth, SIZE)
     generator = torch.Generator().manual_seed(1)
     pixels = torch.randn(48, *SIZE, generator=generator)
@@ -82,7 +82,7 @@ def _tune(model, depth, tmp_path, epochs=2, holdout=True, seed=0):
         pooled = Suffix(model, depth, shape)(rows[:40])
     probe = StandardizedHead(torch.nn.Linear(pooled.shape[1], 3), pooled.mean(0), pooled.std(0))
     tuned = tune_stages(model, depth, shape, probe, bank, torch.arange(len(bank)), held, epochs, _args(), seed,
-                        tmp_path / "stages" / "tuned.safetensors")
+                        tmp_path / "stages" / "tuned.safetensors", precision)
     return shape, tuned
 
 
@@ -116,6 +116,25 @@ def test_tuning_learns_keeps_its_last_epoch_and_resumes_from_its_file(tmp_path):
     assert saved.is_file() and not saved.with_suffix(".tmp").exists()
     _, again = _tune(model, 2, tmp_path, epochs=3, seed=99)  # a resumed run reads the finished tuning
     assert again.report == tuned.report and all(torch.equal(again.state[k], v) for k, v in tuned.state.items())
+
+
+@pytest.mark.parametrize(("precision", "step_dtype"), [("bf16", torch.bfloat16), ("no", torch.float32)])
+def test_the_runs_precision_reaches_the_tunings_accelerator_and_the_holdout_stays_fp32(precision, step_dtype,
+                                                                                         tmp_path, monkeypatch):
+    """--mixed_precision reaches accelerate: its autocast runs the tuning's steps; holdout figures are fp32."""
+    seen = []
+    forward = torch.nn.Conv2d.forward
+
+    def recording(conv, x):
+        out = forward(conv, x)
+        seen.append((torch.is_grad_enabled(), out.dtype))
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", recording)
+    _tune(_model("test_efficientnet"), 1, tmp_path, epochs=1, precision=precision)
+    steps = {dtype for grad, dtype in seen if grad}
+    figures = {dtype for grad, dtype in seen if not grad}
+    assert steps == {step_dtype} and figures == {torch.float32}
 
 
 def test_fold_tuning_without_holdout_reports_only_its_epochs(tmp_path):

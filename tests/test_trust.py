@@ -207,11 +207,15 @@ def test_batch_prediction_writes_a_row_per_file(runtime, trained_model, tmp_path
 def test_faithfulness_ranks_methods_and_sets_the_default(trained_model, hub_dataset, tmp_path):
     import shutil
 
+    from training.errors import UserError
     from training.faithfulness import RANDOM, FaithfulnessArguments, measure
 
     args, _, _ = trained_model
     run = tmp_path / "run"
     shutil.copytree(Path(args.output_dir) / "model", run / "model")
+    with pytest.raises(UserError, match="run.json not found: --output_dir must be a training run's"):
+        measure(FaithfulnessArguments(output_dir=str(run), dataset_id=hub_dataset, images=4))
+    shutil.copy(Path(args.output_dir) / "run.json", run / "run.json")  # the split the model was measured on
     result = measure(FaithfulnessArguments(output_dir=str(run), dataset_id=hub_dataset, images=4))
     assert result["images"] == 4 and set(result["methods"]) == {*inference.CAM_METHODS, RANDOM}
     for row in result["methods"].values():

@@ -24,7 +24,8 @@ from PIL import ImageFilter
 from space.cam import CAM_METHODS, overlay
 
 from .cli import Renamed, parse
-from .pipeline.data import load_splits
+from .errors import UserError
+from .pipeline.data import measured_validation
 from .pipeline.extractor import keep_freed_memory
 from .pipeline.torch_classifier import TorchClassifier
 
@@ -86,9 +87,10 @@ def measure(args: FaithfulnessArguments) -> dict:
     # The Space's own preprocessing, head and CAM, on the timm model (eval, frozen, channels_last).
     classifier = TorchClassifier(str(output_dir / "model"))
     model, transform = classifier.model, classifier.transform
-    run = json.loads((output_dir / "run.json").read_text())["args"] if (output_dir / "run.json").is_file() else {}
-    # the split the model was measured on (a made one comes from the run's seed and fraction)
-    validation = load_splits(args.dataset_id, run.get("validation_fraction", 0.2), run.get("seed", 42))["validation"]
+    run_json = output_dir / "run.json"
+    if not run_json.is_file():
+        raise UserError(f"{run_json} not found: --output_dir must be a training run's (model/ and run.json)")
+    validation = measured_validation(args.dataset_id, json.loads(run_json.read_text())["args"], str(run_json))
     rows = pick_images(validation, args.images, args.seed)
     generator = np.random.default_rng(args.seed)
     scores: dict[str, dict[str, list]] = {m: {"deletion": [], "insertion": [], "del_curve": [], "ins_curve": []}

@@ -19,7 +19,7 @@ from space.texts import TITLE_CHARACTERS, page_title
 
 from .cli import parse
 from .errors import hub_errors
-from .pipeline.data import load_splits
+from .pipeline.data import measured_validation
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
 # The Space repo: app.py (space/launcher.py), README.md and requirements.txt at its root, the package in space/.
@@ -49,7 +49,7 @@ def pick_examples(model_id: str, dataset_id: str, cap: int) -> list[tuple[str, b
     run = json.loads(Path(hf_hub_download(model_id, "run.json")).read_text())["args"]
     wrong = {m["file"] for m in results.get("misclassified", [])[:1]}
     # The validation split the model was measured on (made from train, as in training, when the dataset has none).
-    validation = load_splits(dataset_id, run.get("validation_fraction", 0.2), run.get("seed", 42))["validation"]
+    validation = measured_validation(dataset_id, run, f"{model_id}'s run.json")
     validation = validation.cast_column("image", Image(decode=False))
     columns = validation.column_names
     files = validation["file"] if "file" in columns else [f"validation/{i}" for i in range(len(validation))]

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import AutocastKwargs, set_seed
 from huggingface_hub import CommitInfo
 from safetensors.torch import save_file
 
@@ -56,7 +56,7 @@ from .pipeline.model import build_model, data_config, save_model
 from .pipeline.onnx_export import export_and_check
 from .pipeline.ood_set import OODImage, describe, ood_images
 from .pipeline.runinfo import peak_rss_mib, run_info
-from .pipeline.runtime import BACKBONE_ONNX, backbone_extractor, choose_runtime_once
+from .pipeline.runtime import BACKBONE_ONNX, backbone_extractor, choose_runtime_once, process_state, run_accelerator
 from .pipeline.stages import tuning_hint
 from .pipeline.trust import calibrate, fit_ood
 from .pipeline.unfreeze import stage_banks
@@ -84,17 +84,27 @@ class Extracted:
 def train(args: TrainArguments) -> dict:
     started = time.time()
     keep_freed_memory()
-    # split_batches: N processes share each batch, so a run gives the same head on 1 or N processes.
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
-    output_dir = prepare_output_dir(args, accelerator)
+    state = process_state()
+    output_dir = prepare_output_dir(args, state)
     set_seed(args.seed)
     data = training_data(args)
-    extracted = extract_features(args, data, accelerator, output_dir / "checkpoints")
+    model = build_model(args.backbone, len(data.class_names), pretrained=args.pretrained, freeze=True)
+    model.eval().to(state.device)  # frozen: BatchNorm stays in eval
+    tuning = args.unfreeze_last_stages != "0"
+    config = data_config(model, crop_pct=args.crop_pct)
+    choice = choose_runtime_once("torch" if tuning else args.runtime, args.mixed_precision, model,
+                                 config["input_size"], state, output_dir / "checkpoints", args.resume)
+    # The Accelerator gets the chosen precision (a tuning's steps autocast to it); the head trains in fp32: on
+    # cached fp32 features a linear layer gains nothing from 16 bits, and its probabilities are calibrated for
+    # the fp32 model users load. split_batches: N processes share each batch, so 1 or N processes give one head.
+    accelerator = run_accelerator(choice[1], gradient_accumulation_steps=args.gradient_accumulation_steps,
+                                  dataloader_config=DataLoaderConfiguration(split_batches=True),
+                                  kwargs_handlers=[AutocastKwargs(enabled=False)])
+    extracted = extract_features(args, data, model, config, choice, accelerator, output_dir / "checkpoints")
     return fit_head(args, data, extracted, accelerator, output_dir, started)
 
 
-def prepare_output_dir(args: TrainArguments, accelerator: Accelerator) -> Path:
+def prepare_output_dir(args: TrainArguments, accelerator: PartialState) -> Path:
     output_dir = Path(args.output_dir)
     if not args.resume and accelerator.is_main_process:  # a fresh run never mixes with an old one's checkpoints
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
@@ -105,16 +115,13 @@ def prepare_output_dir(args: TrainArguments, accelerator: Accelerator) -> Path:
     return output_dir
 
 
-def extract_features(args: TrainArguments, data: TrainingData, accelerator: Accelerator,
-                     checkpoints: Path) -> Extracted:
-    """Job 1: the frozen backbone over every image and view, once (train's views to disk)."""
+def extract_features(args: TrainArguments, data: TrainingData, model: torch.nn.Module, config: dict,
+                     choice: tuple[str, str, dict], accelerator: Accelerator, checkpoints: Path) -> Extracted:
+    """Job 1: the frozen backbone over every image and view, once (train's views to disk), in the ``choice``
+    of runtime and precision."""
     started = time.time()
-    model = build_model(args.backbone, len(data.class_names), pretrained=args.pretrained, freeze=True)
-    model.eval().to(accelerator.device)  # frozen: BatchNorm stays in eval
-    config = data_config(model, crop_pct=args.crop_pct)
+    runtime, precision, probe = choice
     tuning = args.unfreeze_last_stages != "0"
-    runtime, precision, probe = choose_runtime_once("torch" if tuning else args.runtime, args.mixed_precision, model,
-                                                    config["input_size"], accelerator, checkpoints, args.resume)
     views = feature_passes(args.augmentation, args.augmented_views)
     images = len(data.train) * (views + 1) + 2 * (len(data.holdout) + len(data.validation))  # with mirrors
     compiled = runtime == "torch" and compile_pays(args.torch_compile, images)
@@ -250,6 +257,8 @@ def main() -> None:
         results = released.results
     else:
         results, released = train(args), None
+    if not PartialState().is_main_process:  # one report, not one per process
+        return
     full, clean = results["validation"], results["validation_leak_free"]
     print(f"validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
           f"(leak-free {clean['n']}); best head epoch {results['best_epoch']}; {results['seconds']} s")

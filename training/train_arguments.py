@@ -45,7 +45,8 @@ class TrainArguments:
         "help": "what runs the frozen backbone's passes: torch, onnxruntime (fp32), or auto: the fastest of torch "
                 "fp32, torch bf16 and onnxruntime, measured here"})
     mixed_precision: Literal[PRECISIONS] = field(default="auto", metadata={
-        "help": "auto: the faster of bf16 and no (fp32), measured here"})
+        "help": "the backbone passes' precision and the Accelerator's (a stage tuning's steps autocast to it; "
+                "the head trains in fp32); auto: the faster of bf16 and no (fp32), measured here"})
     torch_compile: Literal["auto", "yes", "no"] = field(default="auto", metadata={
         "help": "compile the frozen backbone: auto (when it pays: a few thousand images)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only this many training images"})

@@ -49,6 +49,16 @@ def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -
     return dataset
 
 
+def measured_validation(source: str, run: dict, where: str) -> Dataset:
+    """The validation split a run was measured on: a made one comes from the run's own arguments (``run``: the
+    ``args`` of its run.json, found at ``where``), never from defaults."""
+    missing = [name for name in ("validation_fraction", "seed") if name not in run]
+    if missing:
+        raise UserError(f"{where} has no {' or '.join(missing)}: the split the model was measured on cannot be "
+                        "made again; retrain the model with this version")
+    return load_splits(source, run["validation_fraction"], run["seed"])["validation"]
+
+
 def check_columns(dataset: DatasetDict, source: str) -> None:
     """Every split needs an ``image`` column (Image) and a ``label`` column (ClassLabel): one line if not."""
     for split, rows in dataset.items():

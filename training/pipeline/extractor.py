@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
@@ -136,7 +136,7 @@ def forward_speed(extractor: PooledFeatures, input_size: tuple[int, int, int], b
 
 
 def choose_precision(requested: str, model: nn.Module, input_size: tuple[int, int, int],
-                     accelerator: Accelerator) -> tuple[str, dict[str, float]]:
+                     accelerator: PartialState) -> tuple[str, dict[str, float]]:
     """(precision, measured images/s per candidate); every process gets the main process's choice."""
     if requested not in PRECISIONS:
         raise UserError(f"--mixed_precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import broadcast_object_list, parse_flag_from_env
 from torch import nn
 
 from ..errors import UserError
@@ -36,7 +37,7 @@ class OnnxPooledFeatures:
 
     compiled = False
 
-    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], path: Path, accelerator: Accelerator,
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], path: Path, accelerator: PartialState,
                  export: bool = True):
         import onnxruntime as ort
 
@@ -62,7 +63,7 @@ def check_runtime(runtime: str, precision: str) -> None:
 
 
 def choose_runtime(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],
-                   accelerator: Accelerator, onnx_path: Path) -> tuple[str, str, dict[str, float]]:
+                   accelerator: PartialState, onnx_path: Path) -> tuple[str, str, dict[str, float]]:
     """(runtime, precision, probe images/s per candidate); every process gets the main process's choice."""
     check_runtime(runtime, precision)
     if runtime == "torch" or accelerator.device.type == "cuda" or (runtime == "auto" and precision in ("bf16", "fp16")):
@@ -86,17 +87,36 @@ def choose_runtime(runtime: str, precision: str, model: nn.Module, input_size: t
 
 
 def choose_runtime_once(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],
-                        accelerator: Accelerator, checkpoints: Path, resume: bool) -> tuple[str, str, dict[str, float]]:
+                        state: PartialState, checkpoints: Path, resume: bool) -> tuple[str, str, dict[str, float]]:
     """``choose_runtime``, whose answer a resumed run reads back from ``checkpoints``: the probe is timed, so on a
     busy machine it can answer differently, and a bank must not mix features of two precisions."""
     saved = checkpoints / "runtime.json"
     if resume and saved.is_file():
         return tuple(json.loads(saved.read_text()))
-    choice = choose_runtime(runtime, precision, model, input_size, accelerator, checkpoints / BACKBONE_ONNX)
-    if accelerator.is_main_process:
+    choice = choose_runtime(runtime, precision, model, input_size, state, checkpoints / BACKBONE_ONNX)
+    if state.is_main_process:
         checkpoints.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(choice))
     return choice
+
+
+def process_state() -> PartialState:
+    """The processes' state before the run's Accelerator exists (its precision is measured first), set up as
+    accelerate's own ``AcceleratorState`` does it: ``ACCELERATE_USE_CPU`` (``accelerate launch --cpu``) makes
+    torchrun's processes one CPU group instead of one process each."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def run_accelerator(precision: str, **kwargs) -> Accelerator:
+    """An ``Accelerator`` in the run's chosen ``precision`` ("no", "bf16" or "fp16"): the stage tuning's forward and
+    backward autocast to it (fp16 only where accelerate supports it: not on a CPU).
+
+    accelerate keeps one precision per process, so a process that trains again in another precision (the study,
+    the tests) starts a new ``AcceleratorState``; the distributed state (torchrun's processes) is kept.
+    """
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision, **kwargs)
 
 
 def backbone_extractor(runtime: str, precision: str, model: nn.Module, input_size: tuple[int, int, int],

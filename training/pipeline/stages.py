@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import DataLoaderConfiguration
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -39,6 +39,7 @@ from ..errors import UserError
 from .extractor import PooledFeatures, feature_extractor, half_dtype
 from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
 from .head import StandardizedHead, class_weights, one_cycle
+from .runtime import run_accelerator
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
@@ -152,8 +153,8 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
     """A copy of ``model``'s last ``n`` stages tuned for ``epochs`` on ``rows`` of the prefix ``bank`` with a head
     that starts as ``probe``. The last epoch is kept (no selection: the fold tunings then repeat the same recipe
     exactly); the ``holdout``'s figures after each epoch are reported. Saved to ``saved`` (a resumed run loads it
-    instead of tuning again: the result depends on the arguments and seed only). ``precision`` bf16/fp16: the
-    forward and backward autocast to it (the run's measured precision, as the frozen part's passes)."""
+    instead of tuning again: the result depends on the arguments and seed only). ``precision``: the run's chosen
+    precision, which the Accelerator autocasts the steps to; the holdout's figures are fp32, as users run the model."""
     if saved.is_file():
         return Tuned(load_file(saved), json.loads(saved.with_suffix(".json").read_text()))
     started = time.time()
@@ -171,24 +172,22 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
     weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
     # Its own Accelerator (the processes are shared): the run's accelerator then checkpoints the head alone, so a
     # resumed run, which skips finished tunings, restores the same objects in the same order.
-    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = run_accelerator(precision, dataloader_config=DataLoaderConfiguration(split_batches=True))
     prepared, optimizer, loader, scheduler = accelerator.prepare(tuned, optimizer, loader, scheduler)
     history = []
     for epoch in range(epochs):
         order.manual_seed(seed + epoch)
         prepared.eval()  # BatchNorm keeps its running statistics; no dropout
         for features, labels in loader:
-            with autocast(precision):
-                logits = prepared(features)
-            loss = F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=args.label_smoothing)
+            loss = F.cross_entropy(prepared(features), labels, weight=weight, label_smoothing=args.label_smoothing)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
         unwrapped = accelerator.unwrap_model(prepared)
         entry = {"epoch": epoch}
-        if holdout is not None:
-            right, loss = holdout_figures(unwrapped, holdout)
+        if holdout is not None:  # a new wrapper: the prepared one's forward autocasts
+            right, loss = holdout_figures(StageModel(unwrapped.suffix, unwrapped.head), holdout)
             entry.update(holdout_accuracy=right / len(holdout), holdout_loss=loss)
         history.append(entry)
     suffix = accelerator.unwrap_model(prepared).suffix
