@@ -142,23 +142,26 @@ def test_fold_tuning_without_holdout_reports_only_its_epochs(tmp_path):
     assert tuned.report["last"] == {"epoch": 1} and len(tuned.report["history"]) == 2
 
 
-def _result(accuracy: float, auroc: float = 1.0) -> Tuned:
-    return Tuned({}, {"last": {"holdout_accuracy": accuracy}, "ood_auroc": auroc})
+def _result(accuracy: float, auroc: float = 1.0, missed: int = 0) -> Tuned:
+    return Tuned({}, {"last": {"holdout_accuracy": accuracy}, "ood_auroc": auroc, "ood_missed": missed})
 
 
-@pytest.mark.parametrize(("frozen", "tuned", "predictions", "auroc", "chosen"), [
-    (140, 140, 140, 1.0, 0),  # the frozen head already answers all of it: nothing to gain
-    (130, 131, 140, 1.0, 0),  # one more right is noise
-    (130, 132, 140, 1.0, 1),  # two more (1.4 % of 140)
-    (900, 909, 1000, 1.0, 0),  # 0.9 % of a large holdout: below the 1 % asked for
-    (900, 910, 1000, 1.0, 1),
-    (130, 120, 140, 1.0, 0),  # worse
-    (130, 135, 140, 0.996, 1),  # other pictures told apart a little less well: within 0.005
-    (130, 135, 140, 0.990, 0),  # ... more than that: "neither" is part of what users get
+@pytest.mark.parametrize(("frozen", "tuned", "predictions", "auroc", "missed", "chosen"), [
+    (140, 140, 140, 1.0, 0, 0),  # the frozen head already answers all of it: nothing to gain
+    (130, 131, 140, 1.0, 0, 0),  # one more right is noise
+    (130, 132, 140, 1.0, 0, 1),  # two more (1.4 % of 140)
+    (900, 909, 1000, 1.0, 0, 0),  # 0.9 % of a large holdout: below the 1 % asked for
+    (900, 910, 1000, 1.0, 0, 1),
+    (130, 120, 140, 1.0, 0, 0),  # worse
+    (130, 135, 140, 0.996, 0, 1),  # other pictures told apart a little less well: within 0.005
+    (130, 135, 140, 0.990, 0, 0),  # ... more than that: "neither" is part of what users get
+    (130, 135, 140, 0.999, 1, 1),  # as many other pictures inside the "neither" limit as frozen (1)
+    (130, 135, 140, 0.999, 2, 0),  # one more of them would be answered: the AUROC near 1 hides it
 ])
 def test_auto_unfreezes_only_for_a_clear_gain_that_keeps_telling_other_pictures_apart(frozen, tuned, predictions,
-                                                                                      auroc, chosen):
-    assert auto_choice(frozen, {1: _result(tuned / predictions, auroc)}, predictions, frozen_auroc=1.0) == chosen
+                                                                                      auroc, missed, chosen):
+    result = _result(tuned / predictions, auroc, missed)
+    assert auto_choice(frozen, {1: result}, predictions, frozen_auroc=1.0, frozen_missed=1) == chosen
 
 
 def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one_reaches_the_model(tmp_path):
@@ -195,6 +198,7 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
     out = stage_banks(args, model, config["input_size"], "no", False, loaders, np.arange(24), ood, accelerator,
                       tmp_path)
     assert 0 <= out.report["frozen"]["ood_auroc"] <= 1 and 0 <= out.report["tuned"]["ood_auroc"] <= 1
+    assert all(0 <= out.report[m]["ood_missed"] <= len(ood) for m in ("frozen", "tuned"))
     assert out.report["chosen"] == 1 and out.report["fold_tunings"] >= 2 and len(out.fold_banks) >= 2
 
     shape = tuple(out.report["activation_shape"])

@@ -45,6 +45,7 @@ STAGE_CHOICES = ("0", "1", "2", "auto")
 AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
 AUTO_MAX_OOD_LOSS = 0.005  # ... and the kNN AUROC of holdout against the OOD selection half drops at most this much
+# ... and no more of that half falls inside the holdout's "neither" limit (NEITHER_RATE) than with frozen features
 SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
 
 
@@ -264,29 +265,35 @@ def load_suffix(model: nn.Module, n: int, shape: tuple[int, ...], state: dict[st
     return suffix
 
 
-def auto_choice(frozen_right: int, tuned: dict[int, Tuned], predictions: int, frozen_auroc: float = 1.0) -> int:
-    """0, or the depth whose holdout answers beat the frozen model's by at least ``AUTO_MIN_GAIN`` (and 2) without
-    losing more than ``AUTO_MAX_OOD_LOSS`` of kNN AUROC against the OOD set's selection half (``report["ood_auroc"]``:
-    tuned features can tell other pictures apart less well, and "neither" is part of what users get)."""
+def auto_choice(frozen_right: int, tuned: dict[int, Tuned], predictions: int, frozen_auroc: float = 1.0,
+                frozen_missed: int = 0) -> int:
+    """0, or the depth whose holdout answers beat the frozen model's by at least ``AUTO_MIN_GAIN`` (and 2) while its
+    features still tell the OOD set's selection half apart: kNN AUROC down by at most ``AUTO_MAX_OOD_LOSS``
+    (``report["ood_auroc"]``) and no more of those images inside the holdout's "neither" limit than frozen
+    (``report["ood_missed"]``: the operating point users get, which an AUROC near 1 hides)."""
     need = max(2, int(np.ceil(AUTO_MIN_GAIN * predictions)))
     best, best_right = 0, frozen_right + need - 1
     for depth, result in sorted(tuned.items()):
         right = round(result.report["last"]["holdout_accuracy"] * predictions)
-        if right > best_right and result.report.get("ood_auroc", 1.0) >= frozen_auroc - AUTO_MAX_OOD_LOSS:
+        keeps_ood = (result.report.get("ood_auroc", 1.0) >= frozen_auroc - AUTO_MAX_OOD_LOSS
+                     and result.report.get("ood_missed", 0) <= frozen_missed)
+        if right > best_right and keeps_ood:
             best, best_right = depth, right
     return best
 
 
-def ood_auroc(suffix: Suffix, bank: FeatureBank, holdout: FeatureBank, ood_rows: torch.Tensor, precision: str,
-              seed: int) -> float:
-    """kNN AUROC of the holdout (in, images and mirrors) against OOD images (their prefix rows), with the kNN bank
-    from ``bank``, the train features pooled by ``suffix``: how well these features tell other pictures apart."""
-    from .ood import auroc, scores_of, statistics_rows
+def ood_separation(suffix: Suffix, bank: FeatureBank, holdout: FeatureBank, ood_rows: torch.Tensor, precision: str,
+                   seed: int) -> dict[str, float]:
+    """How well the features pooled by ``suffix`` tell other pictures apart, by kNN against ``bank`` (train's rows):
+    the AUROC of the holdout (images and mirrors) against OOD images (their prefix rows), and ``missed``: how many
+    of those images score inside the holdout's "neither" limit (``NEITHER_RATE`` of the holdout beyond it)."""
+    from .ood import NEITHER_RATE, auroc, limit, scores_of, statistics_rows
 
     # kNN's statistics only (fit_statistics also fits the Mahalanobis precision, which this never reads).
     stats = {"bank": F.normalize(bank.rows(statistics_rows(torch.arange(bank.images), bank.images, seed)), dim=-1)}
     inside = pooled_pairs(suffix, holdout, precision).flatten(0, 1)
     outside = pool(suffix, ood_rows, precision)
     no_logits = torch.zeros(1, 1)  # knn reads features only
-    return auroc(scores_of("knn", inside, no_logits.expand(len(inside), 1), stats),
-                 scores_of("knn", outside, no_logits.expand(len(outside), 1), stats))
+    in_scores = scores_of("knn", inside, no_logits.expand(len(inside), 1), stats)
+    out_scores = scores_of("knn", outside, no_logits.expand(len(outside), 1), stats)
+    return {"auroc": auroc(in_scores, out_scores), "missed": int((out_scores <= limit(in_scores, NEITHER_RATE)).sum())}

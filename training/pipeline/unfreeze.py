@@ -32,7 +32,7 @@ from .stages import (
     check_depth,
     holdout_figures,
     load_suffix,
-    ood_auroc,
+    ood_separation,
     pooled_bank,
     pooled_pairs,
     prefix_extractor,
@@ -78,15 +78,16 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
         ood_rows = torch.cat([extractor(part) for part in ood_pixels.split(args.batch_size)])
     tuned_suffix = load_suffix(model, depth, shape, final.state, as_copy=True)
     tuned_bank = pooled_bank(tuned_suffix, prefix, checkpoints / f"pooled_depth_{depth}", accelerator, precision)
-    frozen_auroc = ood_auroc(frozen, frozen_bank, holdout, ood_rows, precision, args.seed)
-    final.report["ood_auroc"] = ood_auroc(tuned_suffix, tuned_bank, holdout, ood_rows, precision, args.seed)
-    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout), frozen_auroc)
+    frozen_ood = ood_separation(frozen, frozen_bank, holdout, ood_rows, precision, args.seed)
+    tuned_ood = ood_separation(tuned_suffix, tuned_bank, holdout, ood_rows, precision, args.seed)
+    final.report.update(ood_auroc=tuned_ood["auroc"], ood_missed=tuned_ood["missed"])
+    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout), frozen_ood["auroc"], frozen_ood["missed"])
               if args.unfreeze_last_stages == "auto" else depth)
     report = {"requested": args.unfreeze_last_stages, "chosen": chosen, "depth_tried": depth,
               "holdout_predictions": len(holdout), "auto_min_gain": AUTO_MIN_GAIN,
               "auto_max_ood_loss": AUTO_MAX_OOD_LOSS, "ood_selection_images": len(ood_rows),
               "frozen": {"holdout_accuracy": frozen_right / len(holdout), "holdout_loss": frozen_loss,
-                         "ood_auroc": frozen_auroc},
+                         "ood_auroc": frozen_ood["auroc"], "ood_missed": frozen_ood["missed"]},
               "tuned": final.report, "stage_learning_rate": args.stage_learning_rate, "precision": precision,
               "prefix_bank_bytes": sum(Path(f).stat().st_size for f in prefix.files), "activation_shape": list(shape)}
     if chosen == 0:
