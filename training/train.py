@@ -88,6 +88,7 @@ def train(args: TrainArguments) -> dict:
     output_dir = prepare_output_dir(args, state)
     set_seed(args.seed)
     data = training_data(args)
+    features_started = time.time()  # the probe belongs to the feature passes' time
     model = build_model(args.backbone, len(data.class_names), pretrained=args.pretrained, freeze=True)
     model.eval().to(state.device)  # frozen: BatchNorm stays in eval
     tuning = args.unfreeze_last_stages != "0"
@@ -100,7 +101,8 @@ def train(args: TrainArguments) -> dict:
     accelerator = run_accelerator(choice[1], gradient_accumulation_steps=args.gradient_accumulation_steps,
                                   dataloader_config=DataLoaderConfiguration(split_batches=True),
                                   kwargs_handlers=[AutocastKwargs(enabled=False)])
-    extracted = extract_features(args, data, model, config, choice, accelerator, output_dir / "checkpoints")
+    extracted = extract_features(args, data, model, config, choice, accelerator, output_dir / "checkpoints",
+                                 features_started)
     return fit_head(args, data, extracted, accelerator, output_dir, started)
 
 
@@ -116,10 +118,10 @@ def prepare_output_dir(args: TrainArguments, accelerator: PartialState) -> Path:
 
 
 def extract_features(args: TrainArguments, data: TrainingData, model: torch.nn.Module, config: dict,
-                     choice: tuple[str, str, dict], accelerator: Accelerator, checkpoints: Path) -> Extracted:
+                     choice: tuple[str, str, dict], accelerator: Accelerator, checkpoints: Path,
+                     started: float) -> Extracted:
     """Job 1: the frozen backbone over every image and view, once (train's views to disk), in the ``choice``
-    of runtime and precision."""
-    started = time.time()
+    of runtime and precision (measured from ``started``)."""
     runtime, precision, probe = choice
     tuning = args.unfreeze_last_stages != "0"
     views = feature_passes(args.augmentation, args.augmented_views)
