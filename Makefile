@@ -71,9 +71,10 @@ web/node_modules/.installed: web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --silent
 	touch $@
 
+# One pytest-xdist worker per core (each pinned to its core by tests/conftest.py), whole modules per worker.
 test: venv browser web
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # The tier to run after every change (no backbone training, no Gradio server, no subprocess): about 30 s here.
 test-fast: venv

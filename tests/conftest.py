@@ -32,14 +32,34 @@ os.environ.update({
 os.environ.pop("HF_HUB_OFFLINE", None)
 
 
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist, give each worker its own share of the cores (inherited by its subprocesses and read by
+    torch, OpenMP and onnxruntime): two workers that each spread over every core run slower than one alone."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker and 1 < count <= len(cores):
+        share = cores[int(worker.removeprefix("gw")) % count::count]
+        os.sched_setaffinity(0, share)
+        os.environ["OMP_NUM_THREADS"] = str(len(share))
+
+
+_pin_xdist_worker()
+
+
 # A test that needs one of these trains a backbone or serves the Space: it is slow whatever its body does.
 SLOW_FIXTURES = {"trained_model", "app_url", "feedback_app"}
+
+
+# The longest modules first (measured), so that xdist's workers, which take whole modules, finish together.
+LONGEST_FIRST = ["test_stages_runs.py", "test_bench.py", "test_retrain.py", "test_cli.py", "test_train.py"]
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,18 @@ def test_far_point_is_flagged_and_in_distribution_passes(random_features, method
     assert score(far).item() > threshold
 
 
+def test_precision_is_the_shrunk_covariances_inverse_even_for_degenerate_features(random_features):
+    from sklearn.covariance import LedoitWolf
+
+    _, features, labels = random_features
+    stats = fit_statistics(features, labels, 2)
+    centred = (features - stats["class_means"][labels]).double().numpy()
+    expected = LedoitWolf(assume_centered=True).fit(centred).precision_  # sklearn's own (pseudo-)inverse
+    assert np.allclose(stats["precision"].double().numpy(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    constant = fit_statistics(torch.ones(6, 4), torch.tensor([0, 1] * 3), 2)["precision"]  # no variance at all
+    assert torch.isfinite(constant).all() and not constant.any()
+
+
 def test_temperature_fit_recovers_a_known_temperature():
     generator = torch.Generator().manual_seed(0)
     logits = 4 * torch.randn(20_000, 3, generator=generator)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.linalg import cho_factor, cho_solve, pinvh
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
@@ -29,11 +30,22 @@ def fit_statistics(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     features = features.float()
     means = torch.stack([features[labels == c].mean(0) for c in range(num_classes)])
     centred = (features - means[labels]).double().numpy()
-    precision = torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred).precision_).float()
+    covariance = LedoitWolf(assume_centered=True, store_precision=False).fit(centred).covariance_
+    precision = torch.from_numpy(_inverse(covariance)).float()
     bank = F.normalize(features, dim=-1)
     if len(bank) > KNN_MAX_BANK:
         bank = bank[torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:KNN_MAX_BANK]]
     return {"class_means": means.contiguous(), "precision": precision.contiguous(), "bank": bank.contiguous()}
+
+
+def _inverse(covariance: np.ndarray) -> np.ndarray:
+    """The inverse of a shrunk covariance: by Cholesky (positive definite once shrunk, and ~10x faster than the
+    eigendecomposition sklearn's ``precision_`` runs), by pseudo-inverse if the features are degenerate."""
+    try:
+        factor = cho_factor(covariance, lower=True)
+    except np.linalg.LinAlgError:
+        return pinvh(covariance)
+    return cho_solve(factor, np.eye(len(covariance)))
 
 
 def statistics_rows(images: torch.Tensor, total_images: int, seed: int) -> torch.Tensor:
