@@ -31,18 +31,31 @@ def test_retrain_merges_a_passing_candidate_and_leaves_one_failing_on_ece_open(h
 
     first = retrain("--backbone", lite0, *SMALL)  # a new repo: the first model goes to main directly
     assert first.returncode == 0, first.stderr[-3000:]
-    commits = len(api.list_repo_commits(model_id))
-    first_sha = api.model_info(model_id).sha
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
 
-    # The second run takes its settings from the repo's run.json; only the seed is overridden.
-    second = retrain("--seed", "7", "--force", "--space_id", space_id)
+    def main_claims(ece: float, other: float, message: str) -> str:
+        """Replace main's results.json: ECE ``ece``, every other gate figure at its worst (``other`` = 0) or best."""
+        doctored = {**results, "calibration": {**results["calibration"], "validation_after": {"ece": ece, "nll": 1.0}},
+                    "validation_leak_free": {**results["validation_leak_free"], "accuracy": other},
+                    "ood": {**results["ood"], "validation": {"sure": other, "unsure": 0.0, "neither": 1.0 - other},
+                            "methods": {results["ood"]["method"]: {"auroc_test": other}}}}
+        api.upload_file(path_or_fileobj=json.dumps(doctored).encode(), path_in_repo="results.json", repo_id=model_id,
+                        commit_message=message)
+        return api.model_info(model_id).sha
+
+    # main claims the worst of everything: the second run (settings from the repo's run.json, only the seed
+    # overridden) passes every rule and is merged by the gate itself.
+    worst = main_claims(1.0, 0.0, "main claims the worst of everything")
+    commits = len(api.list_repo_commits(model_id))
+    second = retrain("--seed", "7", "--space_id", space_id)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert len(api.list_repo_commits(model_id)) == commits + 1 and api.model_info(model_id).sha != first_sha
+    assert len(api.list_repo_commits(model_id)) == commits + 1 and api.model_info(model_id).sha != worst
     assert "Retrain: leak-free accuracy" in api.list_repo_commits(model_id)[0].title
     merged = api.get_discussion_details(model_id, 1)
     assert merged.is_pull_request and merged.status == "merged"
     assert merged.merge_commit_oid == api.model_info(model_id).sha  # the Space's model revision moved
     assert "| metric | rule | main | candidate | gate |" in merged.events[0].content
+    assert "FAIL" not in merged.events[0].content and "Gate: **not worse: merge**" in merged.events[0].content
     assert api.list_repo_commits(space_id, repo_type="space")[0].title == f"Space for {model_id}"
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert _accuracy_in_card(model_id) == round(results["validation"]["accuracy"], 4)
@@ -56,15 +69,9 @@ def test_retrain_merges_a_passing_candidate_and_leaves_one_failing_on_ece_open(h
     assert config["cam_method"] in ("CAM", "Grad-CAM", "Grad-CAM++", "Layer-CAM")
     assert config["ood"]["unsure_threshold"] <= config["ood"]["threshold"]
 
-    # main claims a perfect ECE and the worst of everything else: a candidate fails on ECE alone.
-    doctored = {**results, "calibration": {**results["calibration"],
-                                           "validation_after": {"ece": 0.0, "nll": 1.0}},
-                "validation_leak_free": {**results["validation_leak_free"], "accuracy": 0.0},
-                "ood": {**results["ood"], "validation": {"sure": 0.0, "unsure": 0.0, "neither": 1.0},
-                        "methods": {results["ood"]["method"]: {"auroc_test": 0.0}}}}
-    api.upload_file(path_or_fileobj=json.dumps(doctored).encode(), path_in_repo="results.json", repo_id=model_id,
-                    commit_message="main claims a perfect ECE")
-    main_before = api.model_info(model_id).sha
+    # main claims a perfect ECE and the worst of everything else: a candidate fails on ECE alone, and stays open.
+    # (--force and --no_merge take the same path up to the decision, which test_decisions covers.)
+    main_before = main_claims(0.0, 0.0, "main claims a perfect ECE")
     failing = retrain("--max_ece", "0")
     assert failing.returncode == 2, failing.stderr[-2000:]
     error = failing.stderr.strip().splitlines()[-1]
@@ -75,7 +82,12 @@ def test_retrain_merges_a_passing_candidate_and_leaves_one_failing_on_ece_open(h
     table = api.get_discussion_details(model_id, 2).events[0].content
     assert "worse (ECE): keep main" in table and table.count("| FAIL |") == 1
 
-    forced = retrain("--max_ece", "0", "--force")
-    assert forced.returncode == 0, forced.stderr[-2000:]
-    assert api.get_discussion_details(model_id, 3).status == "merged"
-    assert api.model_info(model_id).sha != main_before
+
+def test_decisions():
+    from training.publishing.gate import Rule, decide
+
+    worse = [Rule("ECE", "≤ 0.03 or not worse than main", False, 0.01, 0.05)]
+    assert decide(True, []) == decide(True, worse, force=True) == "first"  # a new repo: nothing to compare with
+    assert decide(False, []) == "merge" and decide(False, worse) == "refuse"
+    assert decide(False, worse, force=True) == "merge"
+    assert decide(False, [], no_merge=True) == decide(False, worse, no_merge=True) == "review"

@@ -27,7 +27,7 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from .cli import parse
 from .errors import UserError, hub_errors
 from .publish_space import SpaceArguments, publish_space
-from .publishing.gate import GATE_METRIC, MAX_ECE, MAX_NEITHER, comparison_table, failures, metrics
+from .publishing.gate import GATE_METRIC, MAX_ECE, MAX_NEITHER, comparison_table, decide, failures, metrics
 from .train import DEPRECATED, TrainArguments, release
 
 REPLACED = {"dataset", "dataset_id", "model_id", "push_to_hub", "output_dir", "resume"}  # set by this command
@@ -94,12 +94,13 @@ def main() -> None:
             print(f"  refused row {row['row']}: {row['why']}")
     print(comparison_table(current, results, results.get("feedback"), **limits))
     failed = failures(current, results, **limits)
-    if current is None:
+    action = decide(current is None, failed, known.force, known.no_merge)
+    if action == "first":
         print(f"pushed the first model of {known.model_id}: {info.commit_url}")
-    elif known.no_merge:
+    elif action == "review":
         print(f"pull request #{info.pr_num} opened for review, not merged: {info.pr_url}")
         return
-    elif not failed or known.force:
+    elif action == "merge":
         with hub_errors(f"merging pull request #{info.pr_num} on {known.model_id}"):
             HfApi().merge_pull_request(known.model_id, info.pr_num, comment="Merged by training.retrain: "
                                        + ("every rule of the gate passes." if not failed else "--force."))

@@ -62,6 +62,16 @@ def rules(current: dict | None, candidate: dict, max_ece: float = MAX_ECE, max_n
     ]
 
 
+def decide(first: bool, failed: list[Rule], force: bool = False, no_merge: bool = False) -> str:
+    """What retraining does with a candidate: "first" (a new repo: it went to main), "review" (the pull request
+    waits for a person), "merge" (every rule passes, or --force) or "refuse" (the pull request stays open)."""
+    if first:
+        return "first"
+    if no_merge:
+        return "review"
+    return "merge" if not failed or force else "refuse"
+
+
 def not_worse(current: dict | None, candidate: dict, **limits) -> bool:
     return current is None or all(r.passes for r in rules(current, candidate, **limits))
 
