@@ -11,7 +11,7 @@ from accelerate import Accelerator
 
 from training.errors import UserError
 from training.pipeline.features import save_bank
-from training.pipeline.head import StandardizedHead
+from training.pipeline.head import StandardizedHead, fit_plain_head
 from training.pipeline.stages import (
     Prefix,
     Suffix,
@@ -84,6 +84,24 @@ def _tune(model, depth, tmp_path, epochs=2, holdout=True, seed=0, precision="no"
     tuned = tune_stages(model, depth, shape, probe, bank, torch.arange(len(bank)), held, epochs, _args(), seed,
                         tmp_path / "stages" / "tuned.safetensors", precision)
     return shape, tuned
+
+
+def test_a_feature_constant_on_train_cannot_swing_a_new_images_answer(tmp_path):
+    """Tuned stages leave hundreds of pooled features (nearly) constant on train. Scaled by their own tiny spread,
+    one that a new image moves gave a logit in the thousands (ECE 0.41 on the generated cells, BENCHMARKS.md)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 2
+    features = torch.randn(64, 16, generator=generator)
+    features[:, 0] += 3 * labels  # the signal
+    features[:, 1] = 0.5 + 1e-5 * labels  # nearly constant on train, and it too tells the classes apart
+    bank = save_bank(tmp_path / "bank", [features], labels)
+    head = fit_plain_head(torch.nn.Linear(16, 2), bank, torch.arange(64), Accelerator(cpu=True), _args(epochs=10),
+                          seed=0)
+    new = features[labels == 1].mean(0, keepdim=True)
+    new[0, 1] = 0.49  # a new image moves the constant feature by a hundredth
+    with torch.no_grad():
+        logits = head(new)[0]
+    assert logits.argmax() == 1 and (logits[1] - logits[0]).abs() < 20, logits
 
 
 @pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet"])

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from bench.far_folders import make_folder
 from localhub.ctl import free_port
 from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, kill_when, run_module
+from training.pipeline.stages import STAGE_FOLDS
 
 pytestmark = pytest.mark.slow
 REPO = "demo/avp-tuned"
@@ -44,7 +45,9 @@ def test_a_tuned_model_pushed_loads_in_timm_the_pipeline_and_the_space_with_the_
     output_dir, stdout = tuned_run
     assert "last stages tuned: 1" in stdout
     results = json.loads((output_dir / "results.json").read_text())
-    assert results["stages"]["chosen"] == 1 and results["stages"]["fold_tunings"] >= 2
+    assert results["stages"]["chosen"] == 1 and results["stages"]["fold_tunings"] == STAGE_FOLDS
+    # the out-of-fold heads (calibration, "neither") hold out exactly the folds the tunings left out
+    assert f"({STAGE_FOLDS} folds" in results["ood"]["threshold_from"]
     card = ModelCard.load(REPO)
     assert "last 1 stage(s) tuned" in card.text and "tuned-last-stages" in card.data.tags
     assert "--unfreeze_last_stages 1" in card.text

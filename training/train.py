@@ -79,6 +79,7 @@ class Extracted:
     ood_set: list[OODImage]
     run: dict  # precision, compile and timing facts for results.json
     fold_banks: list[FeatureBank] | None = None  # tuned stages: each fold's bank (pipeline/unfreeze.py)
+    fold_of: np.ndarray | None = None  # tuned stages: the folds the fold banks left out
 
 
 def train(args: TrainArguments) -> dict:
@@ -157,7 +158,7 @@ def extract_features(args: TrainArguments, data: TrainingData, model: torch.nn.M
            "torch_compile": compiled, "feature_seconds": round(time.time() - started, 1),
            "stages": stages.report if stages else {"requested": "0", "chosen": 0}}
     return Extracted(model, config, bank, holdout, holdout_labels, validation, validation_labels, ood, ood_set, run,
-                     fold_banks=stages.fold_banks if stages else None)
+                     fold_banks=stages.fold_banks if stages else None, fold_of=stages.fold_of if stages else None)
 
 
 def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator: Accelerator, output_dir: Path,
@@ -165,7 +166,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     """Job 2: every head on the cached features, then calibration, "neither", validation and the saved model."""
     # Every training image scored by heads that never saw it (nor its near duplicates): for calibration, the
     # mislabel finder and the "neither" limits.
-    fold_of = cross_fit_folds(x.bank.image_labels, data.groups, args.seed)  # tuned stages: the folds they left out
+    fold_of = x.fold_of if x.fold_banks else cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
     held_out = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args, fold_of, x.fold_banks)
     mislabels = find_suspects(out_of_fold_probabilities(held_out.logits(), held_out.rows % x.bank.images,
                                                         len(data.train)),

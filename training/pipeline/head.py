@@ -23,6 +23,7 @@ from .checkpoints import FRESH_STATE, resume_state, save_checkpoint
 from .features import FeatureBank, bank_loader
 
 CALIBRATION_FOLDS = 5
+STD_FLOOR = 0.02  # of the median feature's spread (Alien vs. Predator's frozen features: the least is 0.03 of it)
 
 
 class StandardizedHead(nn.Module):
@@ -36,7 +37,11 @@ class StandardizedHead(nn.Module):
         nn.init.zeros_(linear.bias)
         self.linear = linear
         self.register_buffer("mean", mean)
-        self.register_buffer("std", std + 1e-6)  # a constant feature (a dead ReLU) must not divide by zero
+        # A feature (nearly) constant on train must not blow up when a new image moves it: each is scaled as if
+        # it varied at least STD_FLOOR of the median varying feature (tuned stages leave hundreds so).
+        varying = std[std > 0]
+        floor = STD_FLOOR * float(varying.median()) if len(varying) else 1.0
+        self.register_buffer("std", (std + 1e-6).clamp_min(floor))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear((features - self.mean) / self.std)

@@ -9,12 +9,13 @@ keeps its running statistics, and frozen parameters keep ``requires_grad=False``
 
 Honesty: features from stages tuned on an image are closer to their class than a new image's, so
 out-of-fold heads on them would make calibration over-confident. The stages are therefore also tuned
-once per fold (the out-of-fold heads' folds, near duplicates on one side), and each fold's out-of-fold head and
-logits use the bank of a suffix that never saw that fold (``fold_banks``): calibration, the mislabel
-finder and the logit-based "neither" scores (msp, energy). The feature-based scores (knn, mahalanobis)
-are distances in one model's geometry, which differs from tuning to tuning: they stay cross-fitted on
-the final model's own bank (measured on Alien vs. Predator: the folds' own geometries put 3 % of
-validation past the 0.5 % limit; the final bank's, 0.5 %; BENCHMARKS.md).
+once per fold (``STAGE_FOLDS``, which the out-of-fold heads then use too; near duplicates on one side),
+and each fold's out-of-fold head and logits use the bank of a suffix that never saw that fold
+(``fold_banks``): calibration, the mislabel finder and the logit-based "neither" scores (msp, energy).
+The feature-based scores (knn, mahalanobis) are distances in one model's geometry, which differs from
+tuning to tuning: they stay cross-fitted on the final model's own bank (measured on Alien vs. Predator:
+the folds' own geometries put 3 % of validation past the 0.5 % limit; the final bank's, 0.5 %;
+BENCHMARKS.md).
 
 The saved model stays the plain timm architecture with changed weights.
 """
@@ -46,6 +47,7 @@ AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
 AUTO_MAX_OOD_LOSS = 0.005  # ... and the kNN AUROC of holdout against the OOD selection half drops at most this much
 # ... and no more of that half falls inside the holdout's "neither" limit (NEITHER_RATE) than with frozen features
+STAGE_FOLDS = 3  # tuned runs' folds: each is a tuning of (k-1)/k of train (3 keeps 6 epochs within 3x frozen time)
 SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
 
 

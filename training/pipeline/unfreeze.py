@@ -24,6 +24,7 @@ from .stages import (
     AUTO_DEPTHS,
     AUTO_MAX_OOD_LOSS,
     AUTO_MIN_GAIN,
+    STAGE_FOLDS,
     StageModel,
     Suffix,
     TunedFeatures,
@@ -94,7 +95,7 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
         return StageBanks(frozen_bank, pooled_pairs(frozen, holdout, precision), holdout.image_labels, None, None,
                           report, TunedFeatures(extractor, frozen, precision))
     # The folds first: each starts, as the final tuning did, from the frozen weights the model still holds.
-    fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed)  # the out-of-fold heads' folds (train.fit_head)
+    fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed, STAGE_FOLDS)  # also the out-of-fold heads' folds
     fold_banks = None if fold_of is None else [
         fold_bank(fold, fold_of, model, depth, shape, prefix, frozen_bank, precision, accelerator, args, checkpoints)
         for fold in range(int(fold_of.max()) + 1)]
