@@ -100,17 +100,23 @@ class BankRows(torch.utils.data.Dataset):
         return self.bank.rows(self.index[chosen]), self.labels[chosen]
 
 
+ROW_MULTIPLE = 8  # a batch smaller than --batch_size splits evenly over 1, 2, 4 or 8 processes
+
+
 def bank_loader(bank: FeatureBank, index: torch.Tensor, batch_size: int, seed: int = 0
                 ) -> torch.utils.data.DataLoader:
     """Batches of (features, labels) over ``index``'s rows, shuffled across the whole bank.
 
     The order comes from the loader's own generator (``loader.generator``; reseed it per epoch), not
     from the global RNG, and the last partial batch is dropped (several processes would pad it with
-    repeated rows), so a run gives the same head on 1 or N processes and after a resume.
+    repeated rows), so a run gives the same head on 1 or N processes and after a resume. Fewer rows than
+    ``batch_size`` (a small fold) make one batch of a multiple of ``ROW_MULTIPLE`` rows, for the same reason.
     """
+    if len(index) < batch_size:
+        batch_size = max(ROW_MULTIPLE, len(index) // ROW_MULTIPLE * ROW_MULTIPLE)
     return torch.utils.data.DataLoader(BankRows(bank, index), batch_size=batch_size, shuffle=True,
                                        collate_fn=_as_is, generator=torch.Generator().manual_seed(seed),
-                                       drop_last=len(index) > batch_size)
+                                       drop_last=len(index) >= batch_size)
 
 
 def _as_is(batch):

@@ -23,7 +23,7 @@ from .checkpoints import FRESH_STATE, resume_state, save_checkpoint
 from .features import FeatureBank, bank_loader
 
 CALIBRATION_FOLDS = 5
-STD_FLOOR = 0.02  # of the median feature's spread (Alien vs. Predator's frozen features: the least is 0.03 of it)
+STD_FLOOR = 0.02  # of the median feature's spread: below, a feature is left out (Alien vs. Predator's least: 0.03)
 
 
 class StandardizedHead(nn.Module):
@@ -37,11 +37,13 @@ class StandardizedHead(nn.Module):
         nn.init.zeros_(linear.bias)
         self.linear = linear
         self.register_buffer("mean", mean)
-        # A feature (nearly) constant on train must not blow up when a new image moves it: each is scaled as if
-        # it varied at least STD_FLOOR of the median varying feature (tuned stages leave hundreds so).
+        # A feature (nearly) constant on train is left out (its scale infinite, its weight 0): scaled by its own
+        # spread it blows up when a new image moves it; floored, its weight is float noise that differs between 1
+        # and 2 processes. "Nearly": under STD_FLOOR of the median varying feature's (tuned stages leave hundreds).
         varying = std[std > 0]
         floor = STD_FLOOR * float(varying.median()) if len(varying) else 1.0
-        self.register_buffer("std", (std + 1e-6).clamp_min(floor))
+        std = std + 1e-6
+        self.register_buffer("std", torch.where(std < floor, torch.inf, std))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear((features - self.mean) / self.std)
