@@ -38,8 +38,8 @@ class StandardizedHead(nn.Module):
         self.linear = linear
         self.register_buffer("mean", mean)
         # A feature (nearly) constant on train is left out (its scale infinite, its weight 0): scaled by its own
-        # spread it blows up when a new image moves it; floored, its weight is float noise that differs between 1
-        # and 2 processes. "Nearly": under STD_FLOOR of the median varying feature's (tuned stages leave hundreds).
+        # spread it blows up when a new image moves it; floored, Adam still turns its noise-sized variation into a
+        # full-sized weight. "Nearly": under STD_FLOOR of the median varying feature's (tuned stages leave hundreds).
         varying = std[std > 0]
         floor = STD_FLOOR * float(varying.median()) if len(varying) else 1.0
         std = std + 1e-6
