@@ -17,7 +17,7 @@ from . import inference
 from .feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
 from .image_io import MAX_FILE_BYTES, BadImage, limit_pillow, load_upload
 from .inference import CAM_METHODS, SPACE_ROOT, get_classifier, overlay
-from .texts import page_title
+from .texts import class_list, page_title
 
 logger = logging.getLogger("avp-space")
 KEEP_OUTPUTS = 256
@@ -156,7 +156,7 @@ def send_feedback(store: FeedbackStore | None, path: str | None, label: str | No
 
 def about(classifier: inference.Classifier) -> str:
     """What the model can and cannot tell, in plain words, from the model itself."""
-    classes = ", ".join(f"**{name}**" for name in classifier.labels)
+    classes = class_list(classifier.labels)
     if classifier.ood:
         neither = ("When a picture is unlike the training images it says it is not sure, and when it looks unlike "
                    f'all of them it answers "{inference.neither_text(classifier.labels)}" (the probabilities and '

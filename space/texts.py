@@ -29,3 +29,14 @@ def unsure_text(label: str, probability: float) -> str:
 
 def with_article(name: str) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+NAMED_CLASSES = 6  # the page names this many classes in bold; beyond, it says how many more
+
+
+def class_list(labels: list[str]) -> str:
+    """``**a**, **b** and **c**`` for a few classes; ``N classes, among them **a**, **b**, … **f**`` for many."""
+    bold = [f"**{name}**" for name in labels[:NAMED_CLASSES]]
+    if len(labels) <= NAMED_CLASSES:
+        return bold[0] if len(bold) == 1 else ", ".join(bold[:-1]) + f" and {bold[-1]}"
+    return f"{len(labels)} classes, among them {', '.join(bold)}"

@@ -93,7 +93,7 @@ def test_class_with_one_image_cannot_be_split(tmp_path):
     folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=6)
     for extra in list((folder / "square").iterdir())[1:]:
         extra.unlink()
-    with pytest.raises(UserError, match="class 'square' has 1 image; a validation split needs at least 2"):
+    with pytest.raises(UserError, match="1 class\\(es\\) with 1 image: 'square'; a validation split needs at least 2"):
         build_dataset(DatasetArguments(data_dir=str(folder)))
 
 

@@ -83,6 +83,11 @@ def pipeline_accuracy(model_id: str, dataset_id: str) -> float:
         / len(validation)
 
 
+def span(interval: dict | None, name: str) -> str:
+    """`` (90 % interval a-b)`` for a small validation split, else nothing."""
+    return f" (90 % interval {interval[name][0]:.3f}-{interval[name][1]:.3f})" if interval else ""
+
+
 def main() -> None:
     args = parse(DemoArguments, __doc__)
     name = args.name or Path(args.data_dir).resolve().name
@@ -111,9 +116,11 @@ def main() -> None:
     full, clean = results["validation"], results["validation_leak_free"]
     calibration, ood = results["calibration"], results["ood"]
     used, answered = ood["methods"][ood["method"]], ood["validation"]
+    interval = full.get("interval_90")
     stage(f"[3/4] model pushed: {model_id}; {args.backbone}, seed {train_args.seed}\n"
-          f"      validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
-          f"(leak-free {clean['n']}); pipeline on the pushed repo: {pipeline_accuracy(model_id, dataset_id):.4f}\n"
+          f"      validation accuracy {full['accuracy']:.4f}{span(interval, 'accuracy')} (all {full['n']}), "
+          f"{clean['accuracy']:.4f} (leak-free {clean['n']}); macro F1 {full['f1']:.4f}{span(interval, 'f1')}; "
+          f"pipeline on the pushed repo: {pipeline_accuracy(model_id, dataset_id):.4f}\n"
           f"      calibration: T {calibration['temperature']:.3f}, ECE {calibration['validation_before']['ece']:.4f} "
           f"-> {calibration['validation_after']['ece']:.4f} (90 % interval "
           f"{'-'.join(f'{e:.3f}' for e in calibration['validation_after']['ece_interval_90'])}), "
@@ -125,6 +132,8 @@ def main() -> None:
           f"      heatmaps: most faithful {faithfulness['best']} (deletion "
           f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
           f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
+    for line in results["not_measured"]:
+        print(f"      not measured: {line}")
     publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id, title=args.title,
                                  description=args.description, feedback_dataset=f"{dataset_id}-feedback"))
     stage(f"[4/4] Space published: {space_id} — run it with `make space NAME={name}` (http://127.0.0.1:7860); "

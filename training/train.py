@@ -46,11 +46,12 @@ from .cli import parse
 from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
 from .pipeline.augment import build_transform
+from .pipeline.coverage import unmeasured
 from .pipeline.data import TrainingData, load_splits, make_loader, training_data
 from .pipeline.extractor import compile_pays, image_features, keep_freed_memory
 from .pipeline.features import FeatureBank, feature_passes, split_features, write_bank
 from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
-from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix
+from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix, save_per_class
 from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_of_fold_probabilities, save_thumbnails
 from .pipeline.model import build_model, data_config, save_model
 from .pipeline.onnx_export import export_and_check
@@ -151,6 +152,7 @@ def extract_features(args: TrainArguments, data: TrainingData, model: torch.nn.M
         bank = write_bank(extractor, plain_loader, augmented, accelerator, views, args.seed, checkpoints / "bank",
                           resume=args.resume)
         holdout, holdout_labels = split_features(extractor, holdout_loader, accelerator, flip=True, desc="holdout")
+        holdout = holdout if len(holdout_labels) else torch.empty(2, 0, bank.dim)  # no holdout: a small folder
     validation, validation_labels = split_features(extractor, validation_loader, accelerator, flip=True,
                                                    desc="validation")
     ood = image_features(extractor, [item.image for item in ood_set], evaluated, args.batch_size)
@@ -168,19 +170,20 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     # mislabel finder and the "neither" limits.
     fold_of = x.fold_of if x.fold_banks else cross_fit_folds(x.bank.image_labels, data.groups, args.seed)
     held_out = out_of_fold_logits(x.model.get_classifier(), x.bank, accelerator, args, fold_of, x.fold_banks)
-    mislabels = find_suspects(out_of_fold_probabilities(held_out.logits(), held_out.rows % x.bank.images,
-                                                        len(data.train)),
-                              np.asarray(data.train["label"]), data.files, data.class_names)
+    held_images = held_out.rows % x.bank.images
+    mislabels = find_suspects(out_of_fold_probabilities(held_out.logits(), held_images, len(data.train)),
+                              np.asarray(data.train["label"]), data.files, data.class_names,
+                              scored=held_images.unique().numpy())
     rows = torch.arange(len(x.bank))
     if args.drop_suspects:
         rows = kept_rows(mislabels["flagged_indices"], x.bank)
         mislabels["comparison"] = compare_dropping(x.model.get_classifier(), x.bank, rows, x.validation[0],
                                                    x.validation_labels, accelerator, args)
     linear, state = best_head(x.model.get_classifier(), x.bank, x.holdout, x.holdout_labels, rows, accelerator,
-                              args, output_dir)
+                              args, output_dir, None if len(x.holdout_labels) else held_out.losses())
     fold_logits = held_out.logits(state["best_epoch"])  # the fold heads after as many epochs as the final head
-    calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, held_out.labels, x.validation[0],
-                            x.validation_labels, output_dir)
+    calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, held_out.labels,
+                            held_images, x.validation[0], x.validation_labels, output_dir, args.seed)
     ood_report, ood_config, ood_statistics = fit_ood(
         linear, calibration["temperature"], x.bank, fold_of, fold_logits, held_out.rows, x.holdout.flatten(0, 1),
         x.validation[0], x.validation_labels, x.ood, [item.part for item in x.ood_set], len(data.class_names),
@@ -196,6 +199,8 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
+    results.update(selected_on=state.get("selected_on", "holdout"), holdout_missing=data.holdout_missing)
+    results["not_measured"] = unmeasured(results, data.holdout_missing)
     hint = tuning_hint(args.unfreeze_last_stages, state["best_holdout"])
     if hint:
         accelerator.print(hint)
@@ -214,8 +219,12 @@ def save_outputs(model, results: dict, args: TrainArguments, class_names: list[s
     save_file(ood_statistics, output_dir / "model" / "ood.safetensors")
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "run.json").write_text(json.dumps({"args": asdict(args), **run_info()}, indent=2))
-    save_confusion_matrix(results["validation"]["confusion_matrix"], class_names, output_dir / "confusion_matrix.png",
-                          f"validation, accuracy {results['validation']['accuracy']:.3f}")
+    save_per_class(results["validation"], results["class_balance"]["train"], output_dir / "per_class.csv")
+    (output_dir / "confusion_matrix.png").unlink(missing_ok=True)
+    if results["validation"]["confusion_matrix"] is not None:  # beyond DENSE_MATRIX_MAX classes, a picture says nothing
+        save_confusion_matrix(results["validation"]["confusion_matrix"], class_names,
+                              output_dir / "confusion_matrix.png",
+                              f"validation, accuracy {results['validation']['accuracy']:.3f}")
 
 
 @dataclass

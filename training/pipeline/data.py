@@ -42,9 +42,8 @@ def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -
         dataset = DatasetDict({"train": dataset})
     check_columns(dataset, source)
     if "validation" not in dataset and "train" in dataset:
-        parts = dataset["train"].train_test_split(test_size=validation_fraction, stratify_by_column="label",
-                                                  seed=seed)
-        dataset = DatasetDict({**dataset, "train": parts["train"], "validation": parts["test"]})
+        train, validation = validation_split(dataset["train"], validation_fraction, seed, source)
+        dataset = DatasetDict({**dataset, "train": train, "validation": validation})
     check_splits(dataset, source)
     return dataset
 
@@ -78,10 +77,60 @@ def check_splits(dataset: DatasetDict, source: str) -> None:
             raise UserError(f"dataset {source}: the {split!r} split is empty")
 
 
-def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """A stratified slice of train for model selection; validation is never looked at for that."""
-    parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
-    return parts["train"], parts["test"]
+def validation_split(train: Dataset, fraction: float, seed: int, source: str) -> tuple[Dataset, Dataset]:
+    """A seeded, stratified ``fraction`` of a dataset's only split as validation: ``datasets``' split when every
+    class gets an image on each side, else ``max(1, round(fraction x n))`` of each class; a class of one image
+    cannot be split (one line naming every such class)."""
+    labels = np.asarray(train["label"])
+    counts = np.bincount(labels, minlength=train.features["label"].num_classes)
+    single = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < 2]
+    if single:
+        raise UserError(f"dataset {source}: {len(single)} class(es) with fewer than 2 images, so none can be both "
+                        f"trained on and measured: {', '.join(map(repr, single[:20]))}"
+                        f"{' …' if len(single) > 20 else ''}; add images or remove those classes")
+    size = int(np.ceil(fraction * len(labels)))
+    if min(size, len(labels) - size) >= len(counts):
+        parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+        if len(set(parts["test"]["label"])) == len(counts):
+            return parts["train"], parts["test"]
+    taken = set(per_class_sample(labels, counts, fraction, seed, minimum=2))
+    return (train.select([i for i in range(len(labels)) if i not in taken]), train.select(sorted(taken)))
+
+
+def per_class_sample(labels: np.ndarray, counts: np.ndarray, fraction: float, seed: int, minimum: int) -> list[int]:
+    """Seeded indices: ``max(1, round(fraction x n))`` of each class of at least ``minimum`` images (never all)."""
+    rng = np.random.default_rng(seed)
+    taken = []
+    for c, n in enumerate(counts):
+        if n >= minimum:
+            take = min(max(1, round(fraction * n)), n - 1)
+            taken += rng.choice(np.flatnonzero(labels == c), take, replace=False).tolist()
+    return taken
+
+
+HOLDOUT_MIN_CLASS_IMAGES = 3  # a class gives the holdout an image only if 2 stay in train (for the folds)
+
+
+def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, holdout, the classes the holdout has no image of): a stratified slice of train for model selection;
+    validation is never looked at for that.
+
+    ``datasets``' stratified split when it can give every class an image; otherwise (small folders) each class
+    of at least ``HOLDOUT_MIN_CLASS_IMAGES`` gives ``max(1, round(fraction x n))`` seeded images and the smaller
+    classes none (they are named: the holdout cannot measure them).
+    """
+    labels = np.asarray(train["label"])
+    counts = np.bincount(labels, minlength=train.features["label"].num_classes)
+    size = int(np.ceil(fraction * len(labels)))
+    if counts.min() >= HOLDOUT_MIN_CLASS_IMAGES and min(size, len(labels) - size) >= len(counts):
+        parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+        held = parts["test"]
+        missing = sorted(set(range(len(counts))) - set(held["label"]))
+        return parts["train"], held, [train.features["label"].int2str(c) for c in missing]
+    taken_set = set(per_class_sample(labels, counts, fraction, seed, minimum=HOLDOUT_MIN_CLASS_IMAGES))
+    kept = [i for i in range(len(labels)) if i not in taken_set]
+    missing = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < HOLDOUT_MIN_CLASS_IMAGES]
+    return train.select(kept), train.select(sorted(taken_set)), missing
 
 
 def make_loader(dataset: Dataset, variant: str, data_config: dict, train: bool, batch_size: int,
@@ -111,6 +160,7 @@ class TrainingData:
     feedback: dict | None
     neither: list  # visitors' "neither" images: OOD examples for choosing the method
     groups: np.ndarray  # a near-duplicate group id per train image: the cross-fitting folds keep groups whole
+    holdout_missing: list[str]  # classes with no holdout image (too few in train)
 
 
 def training_data(args) -> TrainingData:
@@ -122,7 +172,7 @@ def training_data(args) -> TrainingData:
                         "validation split pictures of its own")
     if args.max_train_samples:
         train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
-    train_split, holdout = holdout_split(train_split, args.holdout_fraction, args.seed)
+    train_split, holdout, holdout_missing = holdout_split(train_split, args.holdout_fraction, args.seed)
     files = (list(train_split["file"]) if "file" in train_split.column_names
              else [f"train/{i}" for i in range(len(train_split))])
     feedback, neither = None, []
@@ -130,7 +180,7 @@ def training_data(args) -> TrainingData:
         train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation)
         files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
     return TrainingData(train_split, holdout, validation, train_split.features["label"].names, files, feedback,
-                        neither, duplicate_groups(train_split))
+                        neither, duplicate_groups(train_split), holdout_missing)
 
 
 def duplicate_groups(split: Dataset) -> np.ndarray:

@@ -136,6 +136,8 @@ def split_features(backbone, loader, accelerator: Accelerator, flip: bool = Fals
     for pixels, batch_labels in _batches(backbone, loader, accelerator, flip, desc):
         features.append(pixels)
         labels.append(batch_labels)
+    if not features:  # an empty split (a small folder's holdout): no rows, the width still unknown
+        return torch.empty((2, 0, 0) if flip else (0, 0)), torch.empty(0, dtype=torch.long)
     stacked = torch.cat(features).transpose(0, 1)
     return (stacked if flip else stacked[0]).clone(), torch.cat(labels).clone()
 

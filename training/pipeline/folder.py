@@ -12,6 +12,7 @@ that duplicate a training image get ``leak=True``. The command is ``training.dat
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,13 +130,21 @@ def make_validation_split(records: list[Record], fraction: float, seed: int, thr
     groups: dict[int, list[int]] = {}
     for i, group in enumerate(ids.tolist()):
         groups.setdefault(group, []).append(i)
+    counts = Counter(r.label for r in records)
+    names = sorted(counts)
+    single = [name for name in names if counts[name] < 2]
+    if single:
+        raise UserError(f"{len(single)} class(es) with 1 image: {', '.join(map(repr, single[:20]))}"
+                        f"{' …' if len(single) > 20 else ''}; a validation split needs at least 2 images per class "
+                        "(one to train on, one to measure): add images or remove those folders")
     rng = np.random.default_rng(seed)
-    for name in sorted({r.label for r in records}):
-        members = [g for g in groups.values() if records[g[0]].label == name]
+    by_class: dict[str, list[list[int]]] = {}
+    for members in groups.values():
+        by_class.setdefault(records[members[0]].label, []).append(members)
+    for name in names:
+        members = by_class[name]
         total = sum(len(g) for g in members)
-        if total < 2:
-            raise UserError(f"class {name!r} has {total} image; a validation split needs at least 2 per class")
-        target, taken, left = max(1, round(fraction * total)), 0, []
+        target, taken, left = min(max(1, round(fraction * total)), total - 1), 0, []
         for k in rng.permutation(len(members)):
             if taken + len(members[k]) <= target:
                 taken += len(members[k])
@@ -188,13 +197,15 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
                 bad.append(str(e))
     made = "all" in files
     if made:
+        present = {r.label for r in records}
         for name in class_names:
-            if not any(r.label == name for r in records):
+            if name not in present:
                 raise UserError(f"{data_dir / name}: no usable image left in this class folder")
         make_validation_split(records, args.validation_fraction, args.seed, args.near_duplicate_threshold)
+    present = {(r.split, r.label) for r in records}
     for split in SPLITS:
         for name in class_names:
-            if not any(r.split == split and r.label == name for r in records):
+            if (split, name) not in present:
                 where = data_dir / name if made else data_dir / split / name
                 raise UserError(f"{where}: no usable image left for {split} in this class folder")
     report = find_duplicates(records, args.near_duplicate_threshold)
@@ -211,9 +222,10 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
             "leak": [r.file in leaked for r in rows],
         }, features=features, split=split)
     short_sides = [min(r.size) for r in records]
+    counts = Counter((r.split, r.label) for r in records)
     report.update({
         "data_dir": str(data_dir), "class_names": class_names, "skipped_files": bad,
-        "counts": {s: {c: sum(r.split == s and r.label == c for r in records) for c in class_names} for s in SPLITS},
+        "counts": {s: {c: counts[(s, c)] for c in class_names} for s in SPLITS},
         "formats_by_content": _count(f"{r.format}" for r in records),
         "misnamed_files": [f"{r.file} is {r.format}" for r in records
                            if r.format.lower() not in {Path(r.file).suffix.lower().lstrip("."), "jpeg"}

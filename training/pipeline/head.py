@@ -121,16 +121,22 @@ def fit_plain_head(linear: nn.Linear, bank: FeatureBank, index: torch.Tensor, ac
 def cross_fit_folds(labels: torch.Tensor, groups: np.ndarray | None, seed: int,
                     folds: int = CALIBRATION_FOLDS) -> np.ndarray | None:
     """A fold id per training image: stratified by class, every near-duplicate group (``groups``: an id per
-    image) on one side. None when some class has too few images (or groups) to hold any out."""
+    image) on one side, as many folds as the smallest class that can lend images has groups (at most
+    ``folds``). A class of a single group is never held out (fold -1: a head without it would not know the
+    class); None when no class can lend an image."""
     labels = np.asarray(labels)
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    smallest = min((len(set(groups[labels == c].tolist())) for c in np.unique(labels)), default=0)
-    if min(folds, smallest) < 2:
+    sizes = {c: len(set(groups[labels == c].tolist())) for c in np.unique(labels)}
+    eligible = [c for c, n in sizes.items() if n >= 2]
+    if not eligible:
         return None
-    splitter = StratifiedGroupKFold(min(folds, smallest), shuffle=True, random_state=seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-        fold_of[held_out] = fold
+    count = min(folds, min(sizes[c] for c in eligible))
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
+    lent = np.isin(labels, eligible)
+    splitter = StratifiedGroupKFold(count, shuffle=True, random_state=seed)
+    index = np.flatnonzero(lent)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(index)), labels[lent], groups[lent])):
+        fold_of[index[held_out]] = fold
     return fold_of
 
 
@@ -149,6 +155,12 @@ class OutOfFold:
         self.fold_banks = fold_banks or [bank] * len(rows)  # the bank each fold's head was trained on
         self.rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
         self.labels = bank.labels[self.rows] if rows else torch.empty(0, dtype=torch.long)
+
+    def losses(self) -> list[float] | None:
+        """The fold heads' log loss on the images they never saw, after each epoch (None: no folds)."""
+        if not self.fold_rows:
+            return None
+        return [F.cross_entropy(self.logits(epoch), self.labels).item() for epoch in range(len(self.states[0]))]
 
     def logits(self, epoch: int = -1) -> torch.Tensor:
         """(R, C) logits of ``rows`` from the fold heads after ``epoch`` (-1: the last)."""
@@ -192,8 +204,11 @@ def folded(head: StandardizedHead) -> dict[str, torch.Tensor]:
     return copy.deepcopy(head).fold().state_dict()
 
 
-def holdout_scores(head: nn.Module, holdout: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(accuracy on the plain images, log loss over the images and their mirrors) of ``head`` on (2, N, D)."""
+def holdout_scores(head: nn.Module, holdout: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, float]:
+    """(accuracy on the plain images, log loss over the images and their mirrors) of ``head`` on (2, N, D);
+    (None, 0.0) for an empty holdout."""
+    if len(labels) == 0:
+        return None, 0.0
     head.eval()
     with torch.no_grad():
         logits = head(holdout)
@@ -202,9 +217,12 @@ def holdout_scores(head: nn.Module, holdout: torch.Tensor, labels: torch.Tensor)
 
 
 def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdout_labels: torch.Tensor,
-              rows: torch.Tensor, accelerator, args, output_dir: Path) -> tuple[nn.Linear, dict]:
+              rows: torch.Tensor, accelerator, args, output_dir: Path,
+              out_of_fold_losses: list[float] | None = None) -> tuple[nn.Linear, dict]:
     """``linear`` trained for ``args.epochs`` on ``rows`` of the bank, checkpointed each epoch (``args.resume``
     continues); the epoch with the lowest log loss on the holdout ((2, N, D): the image and its mirror), folded.
+    Without a holdout (a small folder), the epoch whose out-of-fold heads had the lowest log loss
+    (``out_of_fold_losses``, one per epoch), or without those the last.
 
     Log loss, not accuracy: on a holdout of ~70 images accuracy moves in steps of 1.4 % and often ties an
     under-fitted early epoch with the converged ones, which then gives over- or under-confident answers.
@@ -225,6 +243,10 @@ def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdo
         loss = train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
         loss = accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean").item()  # every process's
         holdout_accuracy, holdout_loss = holdout_scores(accelerator.unwrap_model(head), holdout, holdout_labels)
+        if holdout_accuracy is None and out_of_fold_losses:
+            holdout_loss = out_of_fold_losses[epoch]
+        state["selected_on"] = ("holdout" if holdout_accuracy is not None
+                                else "out-of-fold" if out_of_fold_losses else "last epoch")
         state["epoch"] = epoch
         if holdout_loss <= state["best_holdout_loss"]:  # selection on the holdout, never on validation; ties: later
             state.update(best_holdout=holdout_accuracy, best_holdout_loss=holdout_loss, best_epoch=epoch)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datasets
 import evaluate
 import numpy as np
+import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from .calibration import bootstrap_interval
 from .head import predict_proba
 
 
@@ -33,29 +35,82 @@ class ClassificationReport(evaluate.Metric):
         labels = list(range(len(self.class_names)))
         precision, recall, f1, support = precision_recall_fscore_support(
             references, predictions, labels=labels, zero_division=0)
+        matrix = confusion_matrix(references, predictions, labels=labels)
         return {
             "accuracy": float((predictions == references).mean()) if len(references) else float("nan"),
             "precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean()),
             "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                                  "support": int(support[i])} for i, name in enumerate(self.class_names)},
-            "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
+            # Dense up to DENSE_MATRIX_MAX classes; beyond, only the non-zero cells (1,000 classes: 1 M numbers).
+            "confusion_matrix": matrix.tolist() if len(labels) <= DENSE_MATRIX_MAX else None,
+            "confusion_nonzero": None if len(labels) <= DENSE_MATRIX_MAX else np.argwhere(matrix).tolist(),
+            "confused_pairs": confused_pairs(matrix, self.class_names),
             "n": int(len(references)),
         }
+
+
+DENSE_MATRIX_MAX = 100
+MANY_CLASSES = 30  # above, the card lists the most confused pairs and links the per-class table (per_class.csv)
+CONFUSED_PAIRS = 15
+
+
+def confused_pairs(matrix: np.ndarray, class_names: list[str], top: int = CONFUSED_PAIRS) -> list[dict]:
+    """The ``top`` off-diagonal cells by count: which true class is most often taken for which."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    cells = np.argwhere(off)
+    order = sorted(cells.tolist(), key=lambda c: (-off[c[0], c[1]], c[0], c[1]))[:top]
+    totals = matrix.sum(1)
+    return [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j]),
+             "share_of_true": round(float(off[i, j] / max(totals[i], 1)), 4)} for i, j in order]
+
+
+def save_per_class(report: dict, trained_on: dict[str, int], path) -> None:
+    """Every class's training images, validation images, precision, recall and F1, as CSV (linked from the card)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "trained_on", "validation_images", "precision", "recall", "f1"])
+        for name, m in report["per_class"].items():
+            writer.writerow([name, trained_on[name], m["support"], f"{m['precision']:.4f}", f"{m['recall']:.4f}",
+                             f"{m['f1']:.4f}"])
 
 
 def classification_report(predictions, references, class_names: list[str]) -> dict:
     return ClassificationReport(class_names).compute(predictions=predictions, references=references)
 
 
+SMALL_VALIDATION = 500  # below this many images, accuracy and macro F1 carry a bootstrap 90 % interval
+
+
+def intervals(predictions: torch.Tensor, references: torch.Tensor) -> dict[str, list[float]]:
+    """Bootstrap 90 % intervals (images resampled with replacement) of accuracy and macro F1."""
+    from sklearn.metrics import f1_score
+
+    def accuracy(p: torch.Tensor, r: torch.Tensor) -> float:
+        return float((p == r).float().mean())
+
+    def macro_f1(p: torch.Tensor, r: torch.Tensor) -> float:
+        return float(f1_score(r.numpy(), p.numpy(), average="macro", zero_division=0))
+
+    return {name: [round(v, 4) for v in bootstrap_interval(predictions, references, statistic)]
+            for name, statistic in (("accuracy", accuracy), ("f1", macro_f1))}
+
+
 def evaluate_validation(head, features, labels, validation, tta: bool, class_names: list[str]) -> dict:
-    """The headline is what users get: one plain forward per image (no test-time augmentation)."""
+    """The headline is what users get: one plain forward per image (no test-time augmentation). A validation
+    split under ``SMALL_VALIDATION`` images also gets 90 % intervals (``interval_90``)."""
     probs = predict_proba(head, features, tta=False)
     predictions, references = probs.argmax(-1).tolist(), labels.tolist()
     leak = validation["leak"] if "leak" in validation.column_names else [False] * len(validation)
     files = validation["file"] if "file" in validation.column_names else list(range(len(validation)))
     clean = [i for i, is_leak in enumerate(leak) if not is_leak]
+    full = classification_report(predictions, references, class_names)
+    if len(references) < SMALL_VALIDATION:
+        full["interval_90"] = intervals(torch.tensor(predictions), torch.tensor(references))
     return {
-        "validation": classification_report(predictions, references, class_names),
+        "validation": full,
         "validation_leak_free": classification_report([predictions[i] for i in clean],
                                                       [references[i] for i in clean], class_names),
         "validation_flip_tta": (classification_report(predict_proba(head, features, tta=True).argmax(-1).tolist(),

@@ -27,20 +27,33 @@ def out_of_fold_probabilities(logits: torch.Tensor, image_index: torch.Tensor, i
 
 
 def find_suspects(probs: np.ndarray, labels: np.ndarray, files: list[str], class_names: list[str],
-                  shown: int = SHOWN) -> dict:
-    """The ``shown`` images with the lowest label quality, and how many confident learning flags in all."""
+                  scored: np.ndarray | None = None, shown: int = SHOWN) -> dict:
+    """The ``shown`` images with the lowest label quality, and how many confident learning flags in all.
+
+    ``scored``: the images that have out-of-fold probabilities (default: all); the others (classes too small to
+    hold an image out) cannot be judged and are left out.
+    """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
+    scored = np.arange(len(labels)) if scored is None else np.asarray(scored)
+    labels, probs = labels[scored], probs[scored]
     if len(labels) == 0 or len(set(labels.tolist())) < 2:
-        return {"flagged": 0, "flagged_indices": [], "suspects": [], "method": "not run: too few labelled images"}
-    flagged = set(find_label_issues(labels, probs, filter_by="prune_by_noise_rate").nonzero()[0].tolist())
-    quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    suspects = [{"index": int(i), "file": files[i], "label": class_names[labels[i]],
+        return {"flagged": 0, "flagged_indices": [], "suspects": [], "scored_images": int(len(scored)),
+                "method": "not run: too few images held out of fold"}
+    present = np.unique(labels)  # cleanlab wants every column's class among the labels: judge within those
+    remap = np.full(len(class_names), -1)
+    remap[present] = np.arange(len(present))
+    within = probs if len(present) == len(class_names) else (
+        probs[:, present] / np.maximum(probs[:, present].sum(1, keepdims=True), 1e-12))
+    flagged = set(scored[find_label_issues(remap[labels], within, filter_by="prune_by_noise_rate")].tolist())
+    quality = get_label_quality_scores(remap[labels], within, method="self_confidence")
+    suspects = [{"index": int(scored[i]), "file": files[scored[i]], "label": class_names[labels[i]],
                  "suggested": class_names[int(probs[i].argmax())], "label_quality": round(float(quality[i]), 4),
-                 "flagged": i in flagged} for i in np.argsort(quality, kind="stable")[:shown]]
+                 "flagged": int(scored[i]) in flagged} for i in np.argsort(quality, kind="stable")[:shown]]
     return {"flagged": len(flagged), "flagged_indices": sorted(flagged), "suspects": suspects,
-            "method": "cleanlab find_label_issues (prune_by_noise_rate) on 5-fold out-of-fold probabilities; "
+            "scored_images": int(len(scored)),
+            "method": "cleanlab find_label_issues (prune_by_noise_rate) on out-of-fold probabilities; "
                       "ranked by self-confidence"}
 
 

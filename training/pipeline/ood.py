@@ -22,6 +22,7 @@ from space.ood import METHODS, STATISTICS, VERDICTS, ood_score, verdicts
 UNSURE_RATE = 0.02  # share of training images (cross-fitted) answered "unsure" or "neither": the first limit
 NEITHER_RATE = 0.005  # share answered "neither": the second limit
 KNN_K = 5
+ABSENT_CLASS_DISTANCE = 1e6
 KNN_MAX_BANK = 20_000  # training features kept for kNN (a seeded subset beyond this): ood.safetensors stays small
 
 
@@ -30,6 +31,8 @@ def fit_statistics(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     features = features.float()
     means = torch.stack([features[labels == c].mean(0) for c in range(num_classes)])
     centred = (features - means[labels]).double().numpy()
+    absent = torch.bincount(labels, minlength=num_classes) == 0  # a class a cross-fitting fold holds out whole
+    means[absent] = ABSENT_CLASS_DISTANCE  # so far away that it is never the nearest class
     covariance = LedoitWolf(assume_centered=True, store_precision=False).fit(centred).covariance_
     precision = torch.from_numpy(_inverse(covariance)).float()
     bank = F.normalize(features, dim=-1)
@@ -57,30 +60,64 @@ def statistics_rows(images: torch.Tensor, total_images: int, seed: int) -> torch
 
 def cross_fitted_scores(bank, fold_of: np.ndarray, logits: torch.Tensor, num_classes: int,
                         seed: int) -> dict[str, torch.Tensor]:
-    """Every method's score of each training image's plain view, from statistics fitted on the other folds.
+    """Every method's score of each held-out training image's plain view (``fold_of >= 0``, in image order), from
+    statistics fitted on the other folds.
 
     ``logits``: (images, C) calibrated logits of the plain views from the out-of-fold heads (msp, energy).
     """
     fold_of = torch.from_numpy(fold_of)
+    scored = (fold_of >= 0).nonzero().squeeze(1)
     scores = {method: torch.empty(bank.images) for method in METHODS}
-    for fold in fold_of.unique().tolist():
+    for fold in fold_of[scored].unique().tolist():
         held = (fold_of == fold).nonzero().squeeze(1)
         rows = statistics_rows((fold_of != fold).nonzero().squeeze(1), bank.images, seed)
         stats = fit_statistics(bank.rows(rows), bank.labels[rows], num_classes, seed)
         features = bank.rows(held)
         for method in METHODS:
             scores[method][held] = scores_of(method, features, logits[held], stats)
-    return scores
+    return {method: score[scored] for method, score in scores.items()}
 
 
-def scores_of(method: str, features: torch.Tensor, logits: torch.Tensor, stats: dict) -> torch.Tensor:
+def leave_one_out_knn(bank, k: int = KNN_K) -> torch.Tensor:
+    """The kNN score of each training image's plain view against every other image's plain view and mirror: the
+    one honest score when no class has images enough for folds (``bank.images`` is then small)."""
+    images = torch.arange(bank.images)
+    features = bank.rows(images)
+    others = F.normalize(bank.rows(torch.cat([images, images + bank.images])).float(), dim=-1)
+    unit = F.normalize(features.float(), dim=-1)
+    similarity = unit @ others.T
+    own = torch.cat([images, images])
+    similarity[own[None, :] == images[:, None]] = -torch.inf
+    return 1 - similarity.topk(min(k, len(others) - 2), dim=-1).values[:, -1]
+
+
+def scores_of(method: str, features: torch.Tensor, logits: torch.Tensor, stats: dict, k: int = KNN_K) -> torch.Tensor:
     """The Space's own score (space.ood, numpy) as a tensor, for training's bookkeeping."""
-    return torch.from_numpy(ood_score(method, features.detach(), logits.detach(), stats, k=KNN_K))
+    return torch.from_numpy(ood_score(method, features.detach(), logits.detach(), stats, k=k))
 
 
 def limit(in_scores: torch.Tensor, rate: float) -> float:
-    """The score that only ``rate`` of the in-distribution images exceed."""
-    return float(torch.quantile(in_scores.double(), 1 - rate))
+    """The score that only ``rate`` of the in-distribution images exceed.
+
+    Fewer than ``1 / rate`` scores cannot place that quantile (it lies beyond the largest): then the larger of
+    the empirical quantile and a normal tail's (mean + z x std) is taken, so a small folder errs towards
+    accepting real pictures rather than calling them "neither". No scores at all: no limit (infinity).
+    """
+    scores = in_scores.double()
+    if len(scores) == 0:
+        return float("inf")
+    quantile = float(torch.quantile(scores, 1 - rate))
+    if len(scores) * rate >= 1:
+        return quantile
+    from scipy.stats import norm
+
+    spread = float(scores.std()) if len(scores) > 1 else 0.0
+    return max(quantile, float(scores.mean()) + float(norm.ppf(1 - rate)) * spread)
+
+
+def too_few_for(in_scores: torch.Tensor, rate: float) -> bool:
+    """Whether ``limit`` had to extrapolate for ``rate``."""
+    return len(in_scores) * rate < 1
 
 
 def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
@@ -96,7 +133,7 @@ def shares(scores: torch.Tensor, unsure: float, neither: float) -> dict[str, flo
 
 
 def compare_methods(stats: dict, head, in_scores: dict[str, torch.Tensor], validation: torch.Tensor,
-                    ood: torch.Tensor, ood_parts: list[str], rates: tuple[float, float]) -> dict:
+                    ood: torch.Tensor, ood_parts: list[str], rates: tuple[float, float], k: int = KNN_K) -> dict:
     """Per method: both limits (from ``in_scores``, the cross-fitted training scores), AUROC on each OOD half
     (selection: against ``in_scores``; test: against validation) and the share of each answer there.
 
@@ -106,8 +143,8 @@ def compare_methods(stats: dict, head, in_scores: dict[str, torch.Tensor], valid
     with torch.no_grad():
         logits = {"validation": head(validation), "ood": head(ood)}
     table = {}
-    for method in METHODS:
-        score = {name: scores_of(method, x, logits[name], stats)
+    for method in in_scores:  # the methods that could be scored on held-out training images
+        score = {name: scores_of(method, x, logits[name], stats, k)
                  for name, x in (("validation", validation), ("ood", ood))}
         unsure, neither = (limit(in_scores[method], rate) for rate in rates)
         row = {"unsure_threshold": unsure, "threshold": neither,

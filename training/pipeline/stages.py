@@ -51,9 +51,9 @@ STAGE_FOLDS = 3  # tuned runs' folds: each is a tuning of (k-1)/k of train (3 ke
 SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
 
 
-def tuning_hint(requested: str, holdout_accuracy: float) -> str | None:
-    """The one line a frozen run with a weak holdout prints: what to try next."""
-    if requested != "0" or holdout_accuracy >= SUGGEST_TUNING_BELOW:
+def tuning_hint(requested: str, holdout_accuracy: float | None) -> str | None:
+    """The one line a frozen run with a weak holdout prints: what to try next (None: no holdout to judge by)."""
+    if requested != "0" or holdout_accuracy is None or holdout_accuracy >= SUGGEST_TUNING_BELOW:
         return None
     return (f"holdout accuracy {holdout_accuracy:.3f} with the backbone frozen: its features may not separate these "
             "images; try --unfreeze_last_stages auto")

@@ -9,10 +9,11 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 
 from ..errors import hub_errors
+from ..pipeline.metrics import MANY_CLASSES
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
 UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "onnx/model.onnx", "onnx.json", "README.md",
-            "results.json", "run.json",
+            "results.json", "run.json", "per_class.csv",
             "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "suspects.png",
             "study.json", "study.png")
 
@@ -55,7 +56,7 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
     )
     title = args.title or repo_id.split("/")[-1]
     return ModelCard.from_template(data, template_path=str(TEMPLATE), repo_id=repo_id, results=results,
-                                   title=title, class_names=class_names, onnx=onnx,
+                                   title=title, class_names=class_names, onnx=onnx, many_classes=MANY_CLASSES,
                                    args=asdict(args), base_model=base, study=study, faithfulness=faithfulness,
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 
@@ -68,9 +69,9 @@ def push_model(output_dir: Path, repo_id: str, args, private: bool = False, stud
     ``study_dir`` holding ``study.json``/``study.png`` (from ``training.study``) adds the study to the card.
     """
     results = json.loads((output_dir / "results.json").read_text())
-    evidence = {name: output_dir / name for name in ("results.json", "run.json", "confusion_matrix.png",
-                                                     "reliability.png", "faithfulness.json", "faithfulness.png",
-                                                     "suspects.png", "onnx.json")}
+    evidence = {name: output_dir / name for name in ("results.json", "run.json", "per_class.csv",
+                                                     "confusion_matrix.png", "reliability.png", "faithfulness.json",
+                                                     "faithfulness.png", "suspects.png", "onnx.json")}
     if study_dir is not None and (study_dir / "study.json").is_file():
         evidence.update({name: study_dir / name for name in ("study.json", "study.png")})
     study = json.loads(evidence["study.json"].read_text()) if "study.json" in evidence else None
