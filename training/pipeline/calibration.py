@@ -66,9 +66,12 @@ def shrunk_temperature(logits: torch.Tensor, labels: torch.Tensor, images: torch
     if len(ids) < 2:
         return Temperature(1.0, 1.0, 0.0, len(ids))
     fitted = fit_temperature(logits, labels)
-    if not TEMPERATURE_RANGE[0] * 1.01 < fitted < TEMPERATURE_RANGE[1] / 1.01:
-        # At the edge of its range the NLL was still falling (e.g. every held-out image right with a margin): the
-        # images do not pin T down, and the edge would be a choice of this code, not of the data.
+    def nll(t: float) -> float:
+        return float(F.cross_entropy(logits.double() / t, labels))
+
+    if min(nll(edge) for edge in TEMPERATURE_RANGE) <= nll(fitted) + 1e-9:
+        # The NLL is as low at an edge of the range (e.g. every held-out image right with a wide margin: it falls
+        # until it is flat at 0): the images do not pin T down, and the edge would be this code's choice, not theirs.
         return Temperature(1.0, fitted, 0.0, len(ids))
     generator = torch.Generator().manual_seed(seed)
     part_of_image = torch.randperm(len(ids), generator=generator) % min(SHRINK_PARTS, len(ids))

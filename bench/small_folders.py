@@ -1,0 +1,106 @@
+"""Small folders, ours beside the plain probe, in one run: 5 or 10 training images per class, 10 or 50 classes.
+
+    python -m bench.small_folders [--kinds tiles glyphs] [--classes 10 50] [--train_per_class 5 10]
+                                  [--seeds 42 1 2]
+
+Per folder and seed: ours (``training.train`` as a user runs it, frozen Lite0) with accuracy and its bootstrap
+90 % interval, ECE before and after scaling, the validation shares answered "unsure" and "neither", seconds
+and peak RSS; beside it, a logistic regression on the same frozen features (one plain view, sklearn's default
+C), fitted on the same training images (train plus holdout: the probe needs no holdout).
+``tiles`` are bench/folders.py's generated classes; ``glyphs`` are bench/far_folders.py's look-alike
+letters, small, grey and noisy (far from ImageNet; 10 classes only). Validation: 20 images per class, made
+by the same generator with another seed ("other hands").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import LITE0, machine
+from bench.far_folders import make_folder as far_folder
+from bench.folders import make_folder as tile_folder
+
+VALIDATION_PER_CLASS = 20
+
+
+def build(root: Path, kind: str, classes: int, per_class: int) -> Path:
+    if kind == "glyphs":
+        return far_folder(root, "glyphs", per_class, VALIDATION_PER_CLASS)
+    train = tile_folder(root / "made_train", classes, per_class, seed=0)
+    validation = tile_folder(root / "made_validation", classes, VALIDATION_PER_CLASS, seed=1)
+    (root / "folder").mkdir()
+    train.rename(root / "folder" / "train")
+    validation.rename(root / "folder" / "validation")
+    return root / "folder"
+
+
+def ours(folder: Path, seed: int, output: Path) -> dict:
+    started = time.time()
+    command = [sys.executable, "-m", "training.train", "--dataset_id", str(folder), "--backbone", LITE0,
+               "--seed", str(seed), "--output_dir", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-2000:])
+    results = json.loads((output / "results.json").read_text())
+    calibration, answered = results["calibration"], results["ood"]["validation"]
+    return {"accuracy": results["validation"]["accuracy"], "interval": results["validation"].get("interval_90"),
+            "ece_before": round(calibration["validation_before"]["ece"], 3),
+            "ece_after": round(calibration["validation_after"]["ece"], 3),
+            "temperature": round(calibration["temperature"], 3), "unsure": answered["unsure"],
+            "neither": answered["neither"], "seconds": round(time.time() - started, 1),
+            "peak_rss_mib": results["peak_rss_mib"]}
+
+
+def probe(folder: Path) -> dict:
+    """Logistic regression (sklearn defaults) on one plain view of frozen Lite0 features."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from training.pipeline.augment import build_transform
+    from training.pipeline.data import load_splits
+    from training.pipeline.extractor import feature_extractor, image_features
+    from training.pipeline.model import build_model, data_config
+
+    started = time.time()
+    splits = load_splits(str(folder))
+    model = build_model(LITE0, len(splits["train"].features["label"].names), pretrained=True, freeze=True).eval()
+    transform = build_transform("none", data_config(model, crop_pct=1.0), train=False)
+    extractor = feature_extractor(model, "no")
+    with torch.inference_mode():
+        x = {s: image_features(extractor, [i.convert("RGB") for i in splits[s]["image"]], transform).numpy()
+             for s in ("train", "validation")}
+    classifier = LogisticRegression(max_iter=2000).fit(x["train"], splits["train"]["label"])
+    accuracy = float((classifier.predict(x["validation"]) == np.asarray(splits["validation"]["label"])).mean())
+    return {"probe_accuracy": accuracy, "probe_seconds": round(time.time() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", default=["tiles", "glyphs"])
+    parser.add_argument("--classes", nargs="+", type=int, default=[10, 50])
+    parser.add_argument("--train_per_class", nargs="+", type=int, default=[5, 10])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    with tempfile.TemporaryDirectory(prefix="small-folders-") as tmp:
+        for kind in args.kinds:
+            for classes in ([10] if kind == "glyphs" else args.classes):
+                for per_class in args.train_per_class:
+                    name = f"{kind}_{classes}x{per_class}"
+                    folder = build(Path(tmp) / name, kind, classes, per_class)
+                    baseline = probe(folder)
+                    for seed in args.seeds:
+                        row = ours(folder, seed, Path(tmp) / f"{name}_{seed}")
+                        print(json.dumps({"folder": name, "seed": seed, **row, **baseline}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
