@@ -6,7 +6,9 @@
 Per folder and seed: ours (``training.train`` as a user runs it, frozen Lite0) with accuracy and its bootstrap
 90 % interval, ECE before and after scaling, the validation shares answered "unsure" and "neither", seconds
 and peak RSS; beside it, a logistic regression on the same frozen features (one plain view, sklearn's default
-C), fitted on the same training images (train plus holdout: the probe needs no holdout).
+C), fitted on the same training images (train plus holdout: the probe needs no holdout); and, for
+``--fastai_seeds`` on folders of up to ``--fastai_max_classes`` classes, fastai's ``vision_learner`` with the
+same Lite0 weights and ``fine_tune`` (``pip install -r bench/requirements-fastai.txt``).
 ``tiles`` are bench/folders.py's generated classes; ``glyphs`` are bench/far_folders.py's look-alike
 letters, small, grey and noisy (far from ImageNet; 10 classes only). Validation: 20 images per class, made
 by the same generator with another seed ("other hands").
@@ -82,12 +84,34 @@ def probe(folder: Path) -> dict:
     return {"probe_accuracy": accuracy, "probe_seconds": round(time.time() - started, 1)}
 
 
+def fastai_runs(folder: Path, seed: int) -> dict:
+    """fastai's usual small-folder recipe on the same Lite0 weights: ``vision_learner`` (timm body, normalised as
+    the weights' config says), ``aug_transforms``, then ``fine_tune(5)`` and ``fine_tune(20, freeze_epochs=5)``."""
+    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, aug_transforms, set_seed, vision_learner
+
+    out = {}
+    for name, epochs, freeze_epochs in (("fastai_5", 5, 1), ("fastai_20", 20, 5)):
+        set_seed(seed, reproducible=True)
+        train_images = sum(1 for _ in (folder / "train").rglob("*.png"))
+        dls = ImageDataLoaders.from_folder(folder, train="train", valid="validation", item_tfms=Resize(224),
+                                           batch_tfms=aug_transforms(), bs=min(64, train_images // 2), seed=seed,
+                                           num_workers=0)
+        learner = vision_learner(dls, LITE0, metrics=accuracy, pretrained=True)
+        started = time.time()
+        learner.fine_tune(epochs, freeze_epochs=freeze_epochs)
+        out[f"{name}_accuracy"] = float(learner.validate()[1])
+        out[f"{name}_seconds"] = round(time.time() - started, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=["tiles", "glyphs"])
     parser.add_argument("--classes", nargs="+", type=int, default=[10, 50])
     parser.add_argument("--train_per_class", nargs="+", type=int, default=[5, 10])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    parser.add_argument("--fastai_seeds", nargs="*", type=int, default=[42], help="fastai's runs (slow on CPU)")
+    parser.add_argument("--fastai_max_classes", type=int, default=10)
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="small-folders-") as tmp:
@@ -99,6 +123,8 @@ def main() -> None:
                     baseline = probe(folder)
                     for seed in args.seeds:
                         row = ours(folder, seed, Path(tmp) / f"{name}_{seed}")
+                        if seed in args.fastai_seeds and classes <= args.fastai_max_classes:
+                            row.update(fastai_runs(folder, seed))
                         print(json.dumps({"folder": name, "seed": seed, **row, **baseline}), flush=True)
 
 

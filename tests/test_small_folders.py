@@ -191,3 +191,20 @@ def test_a_thousand_classes_of_three_images_train_and_publish_a_readable_card(li
     assert "| true class | taken for |" in card and "[`per_class.csv`](per_class.csv)" in card
     rows = Path(hf_hub_download("demo/thousand-classifier", "per_class.csv")).read_text().splitlines()
     assert len(rows) == 1001 and rows[0] == "class,trained_on,validation_images,precision,recall,f1"
+
+
+@pytest.mark.slow
+def test_stage_tuning_without_a_holdout_auto_stays_frozen_and_an_explicit_depth_is_tuned(lite0, tmp_path):
+    from training.train import TrainArguments, train
+
+    folder = make_folder(tmp_path / "tiles", classes=2, per_class=2, size=48)
+    chosen = {}
+    for asked in ("auto", "1"):
+        results = train(TrainArguments(dataset_id=str(folder), backbone=lite0, augmented_views=1, epochs=2,
+                                       stage_epochs=1, unfreeze_last_stages=asked,
+                                       output_dir=str(tmp_path / asked)))
+        assert results["holdout_images"] == 0 and results["stages"]["holdout_predictions"] == 0
+        chosen[asked] = results["stages"]["chosen"]
+        if asked == "auto":
+            assert any("no holdout to judge a tuning by" in line for line in results["not_measured"])
+    assert chosen == {"auto": 0, "1": 1}

@@ -274,7 +274,7 @@ def main() -> None:
     full, clean = results["validation"], results["validation_leak_free"]
     print(f"validation accuracy {full['accuracy']:.4f} (all {full['n']}), {clean['accuracy']:.4f} "
           f"(leak-free {clean['n']}); best head epoch {results['best_epoch']}; {results['seconds']} s")
-    if args.unfreeze_last_stages != "0":
+    if args.unfreeze_last_stages != "0" and results["stages"]["holdout_predictions"]:
         stages = results["stages"]
         print(f"last stages tuned: {stages['chosen']} (asked: {stages['requested']}; holdout accuracy frozen "
               f"{stages['frozen']['holdout_accuracy']:.3f}, last {stages['depth_tried']} tuned "

@@ -96,18 +96,19 @@ def scores_of(method: str, features: torch.Tensor, logits: torch.Tensor, stats: 
     return torch.from_numpy(ood_score(method, features.detach(), logits.detach(), stats, k=k))
 
 
-def limit(in_scores: torch.Tensor, rate: float) -> float:
+def limit(in_scores: torch.Tensor, rate: float, extrapolate: bool = True) -> float:
     """The score that only ``rate`` of the in-distribution images exceed.
 
     Fewer than ``1 / rate`` scores cannot place that quantile (it lies beyond the largest): then the larger of
     the empirical quantile and a normal tail's (mean + z x std) is taken, so a small folder errs towards
-    accepting real pictures rather than calling them "neither". No scores at all: no limit (infinity).
+    accepting real pictures rather than calling them "neither" (``extrapolate=False``: the empirical quantile
+    alone, for comparing two feature sets on one holdout). No scores at all: no limit (infinity).
     """
     scores = in_scores.double()
     if len(scores) == 0:
         return float("inf")
     quantile = float(torch.quantile(scores, 1 - rate))
-    if len(scores) * rate >= 1:
+    if len(scores) * rate >= 1 or not extrapolate:
         return quantile
     from scipy.stats import norm
 

@@ -298,4 +298,5 @@ def ood_separation(suffix: Suffix, bank: FeatureBank, holdout: FeatureBank, ood_
     no_logits = torch.zeros(1, 1)  # knn reads features only
     in_scores = scores_of("knn", inside, no_logits.expand(len(inside), 1), stats)
     out_scores = scores_of("knn", outside, no_logits.expand(len(outside), 1), stats)
-    return {"auroc": auroc(in_scores, out_scores), "missed": int((out_scores <= limit(in_scores, NEITHER_RATE)).sum())}
+    inside_limit = limit(in_scores, NEITHER_RATE, extrapolate=False)
+    return {"auroc": auroc(in_scores, out_scores), "missed": int((out_scores <= inside_limit).sum())}

@@ -66,10 +66,13 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
     views = feature_passes(args.augmentation, args.augmented_views)
     prefix = write_bank(extractor, plain, augmented, accelerator, views, args.seed, checkpoints / "prefix",
                         resume=args.resume, dtype="<f2")
-    holdout = write_bank(extractor, holdout_loader, None, accelerator, 1, args.seed, checkpoints / "prefix_holdout",
-                         resume=args.resume, dtype="<f2")
     frozen = Suffix(model, depth, shape)
     frozen_bank = pooled_bank(frozen, prefix, checkpoints / "pooled_frozen", accelerator, precision)
+    if len(holdout_loader.dataset) == 0:
+        return without_holdout(args, model, depth, shape, prefix, frozen_bank, extractor, precision, groups,
+                               accelerator, checkpoints)
+    holdout = write_bank(extractor, holdout_loader, None, accelerator, 1, args.seed, checkpoints / "prefix_holdout",
+                         resume=args.resume, dtype="<f2")
     every_row = torch.arange(len(prefix))
     probe = fit_plain_head(model.get_classifier(), frozen_bank, every_row, accelerator, args, seed=args.seed)
     frozen_right, frozen_loss = holdout_figures(StageModel(frozen, probe), holdout)
@@ -94,15 +97,49 @@ def stage_banks(args, model: nn.Module, input_size: tuple[int, int, int], precis
     if chosen == 0:
         return StageBanks(frozen_bank, pooled_pairs(frozen, holdout, precision), holdout.image_labels, None, None,
                           report, TunedFeatures(extractor, frozen, precision))
+    fold_of, fold_banks, suffix = tuned_model(args, model, depth, shape, prefix, frozen_bank, final, precision,
+                                              groups, accelerator, checkpoints)
+    report["fold_tunings"] = 0 if fold_of is None else int(fold_of.max()) + 1
+    return StageBanks(tuned_bank, pooled_pairs(suffix, holdout, precision), holdout.image_labels, fold_of, fold_banks,
+                      report, TunedFeatures(extractor, suffix, precision))
+
+
+def tuned_model(args, model: nn.Module, depth: int, shape: tuple[int, ...], prefix: FeatureBank,
+                frozen_bank: FeatureBank, final, precision: str, groups: np.ndarray, accelerator,
+                checkpoints: Path) -> tuple[np.ndarray | None, list[FeatureBank] | None, Suffix]:
+    """The fold tunings' banks, then the model's own stages set to the ``final`` tuning: (folds, banks, suffix)."""
     # The folds first: each starts, as the final tuning did, from the frozen weights the model still holds.
     fold_of = cross_fit_folds(prefix.image_labels, groups, args.seed, STAGE_FOLDS)  # also the out-of-fold heads' folds
     fold_banks = None if fold_of is None else [
         fold_bank(fold, fold_of, model, depth, shape, prefix, frozen_bank, precision, accelerator, args, checkpoints)
         for fold in range(int(fold_of.max()) + 1)]
-    report["fold_tunings"] = 0 if fold_of is None else int(fold_of.max()) + 1
-    suffix = load_suffix(model, depth, shape, final.state)  # the model's own stages now hold the tuned weights
-    return StageBanks(tuned_bank, pooled_pairs(suffix, holdout, precision), holdout.image_labels, fold_of, fold_banks,
-                      report, TunedFeatures(extractor, suffix, precision))
+    return fold_of, fold_banks, load_suffix(model, depth, shape, final.state)
+
+
+def without_holdout(args, model: nn.Module, depth: int, shape: tuple[int, ...], prefix: FeatureBank,
+                    frozen_bank: FeatureBank, extractor, precision: str, groups: np.ndarray, accelerator,
+                    checkpoints: Path) -> StageBanks:
+    """A small folder with no holdout: ``auto`` has nothing to judge a tuning by and keeps the backbone frozen; an
+    explicit depth is tuned as asked (no holdout figures), with its fold tunings."""
+    empty = torch.empty(2, 0, frozen_bank.dim)
+    report = {"requested": args.unfreeze_last_stages, "holdout_predictions": 0, "precision": precision,
+              "stage_learning_rate": args.stage_learning_rate, "activation_shape": list(shape)}
+    if args.unfreeze_last_stages == "auto":
+        return StageBanks(frozen_bank, empty, torch.empty(0, dtype=torch.long), None, None,
+                          {**report, "chosen": 0, "depth_tried": 0},
+                          TunedFeatures(extractor, Suffix(model, depth, shape), precision))
+    every_row = torch.arange(len(prefix))
+    probe = fit_plain_head(model.get_classifier(), frozen_bank, every_row, accelerator, args, seed=args.seed)
+    final = tune_stages(model, depth, shape, probe, prefix, every_row, None, args.stage_epochs, args, args.seed,
+                        checkpoints / "stages" / f"depth_{depth}.safetensors", precision)
+    tuned_bank = pooled_bank(load_suffix(model, depth, shape, final.state, as_copy=True), prefix,
+                             checkpoints / f"pooled_depth_{depth}", accelerator, precision)
+    fold_of, fold_banks, suffix = tuned_model(args, model, depth, shape, prefix, frozen_bank, final, precision,
+                                              groups, accelerator, checkpoints)
+    report.update(chosen=depth, depth_tried=depth, tuned=final.report,
+                  fold_tunings=0 if fold_of is None else int(fold_of.max()) + 1)
+    return StageBanks(tuned_bank, empty, torch.empty(0, dtype=torch.long), fold_of, fold_banks, report,
+                      TunedFeatures(extractor, suffix, precision))
 
 
 def fold_bank(fold: int, fold_of: np.ndarray, model: nn.Module, depth: int, shape: tuple[int, ...],
