@@ -105,6 +105,21 @@ def test_mislabel_finder_copes_with_classes_of_two_images_and_unscored_ones():
     assert {s["index"] for s in found["suspects"]} <= {0, 1, 2, 3}
 
 
+def test_faithfulness_measures_the_asked_number_of_images_whatever_the_class_count():
+    from datasets import Dataset
+
+    from training.faithfulness import pick_images
+
+    many = Dataset.from_dict({"label": list(range(1000)) * 2, "leak": [False] * 2000})
+    rows = pick_images(many, 40, seed=0)
+    assert len(rows) == 40 and len({many[i]["label"] for i in rows}) == 40  # not one per class: 1,000
+    two = Dataset.from_dict({"label": [0] * 30 + [1] * 30, "leak": [i % 10 == 0 for i in range(60)]})
+    rows = pick_images(two, 40, seed=0)
+    assert sorted(np.bincount([two[i]["label"] for i in rows]).tolist()) == [20, 20]
+    assert not any(two[i]["leak"] for i in rows)
+    assert pick_images(Dataset.from_dict({"label": [0, 1], "leak": [False, False]}), 40, seed=0) == [0, 1]
+
+
 def test_the_space_names_a_few_classes_and_how_many_there_are():
     from space.texts import class_list
 

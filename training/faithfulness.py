@@ -68,17 +68,24 @@ def auc(curve: np.ndarray) -> float:
 
 
 def pick_images(validation, count: int, seed: int) -> list[int]:
-    """Leak-free validation rows, the same number from each class, in a seeded order."""
+    """``count`` leak-free validation rows (fewer if there are fewer), spread over the classes as evenly as they
+    go: the first of each class's seeded order, then the second, ...; where a round has more classes than places
+    left, a seeded choice of them (1,000 classes, 40 images: 40 classes, one image each)."""
     rng = np.random.default_rng(seed)
     leak = validation["leak"] if "leak" in validation.column_names else [False] * len(validation)
     labels = np.asarray(validation["label"])
-    classes = sorted(set(labels.tolist()))
-    per_class = max(1, count // len(classes))
-    chosen = []
-    for c in classes:
-        rows = [i for i in np.flatnonzero(labels == c) if not leak[i]]
-        chosen += rng.permutation(rows)[:per_class].tolist()
-    return sorted(chosen)
+    queues = [rng.permutation([i for i in np.flatnonzero(labels == c) if not leak[i]]).tolist()
+              for c in sorted(set(labels.tolist()))]
+    chosen: list[int] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        this_round = [q[depth] for q in queues if depth < len(q)]
+        left = count - len(chosen)
+        if len(this_round) > left:
+            this_round = np.random.default_rng(seed + 1).choice(this_round, left, replace=False).tolist()
+        chosen += this_round
+        if len(chosen) >= count:
+            break
+    return sorted(int(i) for i in chosen)
 
 
 def measure(args: FaithfulnessArguments) -> dict:
