@@ -82,6 +82,27 @@ def test_holdout_takes_one_image_of_each_class_it_can_and_names_the_others(tmp_p
     assert np.bincount(kept["label"]).tolist() == [4, 2, 2, 1]
 
 
+def test_a_dataset_without_validation_gets_one_image_of_each_class_and_a_single_image_class_one_line(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict
+    from datasets import Image as ImageFeature
+
+    from training.errors import UserError
+    from training.pipeline.data import load_splits
+
+    def saved(labels: list[int], name: str) -> str:
+        images = [tile_image(label, np.random.default_rng(i), 32) for i, label in enumerate(labels)]
+        rows = Dataset.from_dict({"image": images, "label": labels}).cast_column("image", ImageFeature())
+        rows = rows.cast_column("label", ClassLabel(names=["a", "b", "c"]))
+        DatasetDict({"train": rows}).save_to_disk(tmp_path / name)
+        return str(tmp_path / name)
+
+    splits = load_splits(saved([0, 0, 1, 1, 2, 2], "pairs"), validation_fraction=0.2, seed=0)
+    assert sorted(splits["validation"]["label"]) == [0, 1, 2] and sorted(splits["train"]["label"]) == [0, 1, 2]
+    with pytest.raises(UserError, match="1 class\\(es\\) with fewer than 2 images, so none can be both trained on "
+                                       "and measured: 'c'"):
+        load_splits(saved([0, 0, 1, 1, 2], "single"), validation_fraction=0.2, seed=0)
+
+
 def test_folds_leave_a_single_image_class_in_every_fold():
     from training.pipeline.head import cross_fit_folds
 
