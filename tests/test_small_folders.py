@@ -75,11 +75,13 @@ def test_holdout_takes_one_image_of_each_class_it_can_and_names_the_others(tmp_p
 
     from training.pipeline.data import holdout_split
 
-    labels = [0] * 5 + [1] * 3 + [2] * 2 + [3] * 1
+    labels = [0] * 8 + [1] * 4 + [2] * 3 + [3] * 1
     train = Dataset.from_dict({"label": labels}).cast_column("label", ClassLabel(names=["a", "b", "c", "d"]))
-    kept, held, missing = holdout_split(train, 0.1, seed=0)
-    assert sorted(held["label"]) == [0, 1] and missing == ["c", "d"]
-    assert np.bincount(kept["label"]).tolist() == [4, 2, 2, 1]
+    kept, held, missing = holdout_split(train, 0.25, seed=0)  # a class needs 4 images to give one
+    assert sorted(held["label"]) == [0, 0, 1] and missing == ["c", "d"]
+    assert np.bincount(kept["label"]).tolist() == [6, 3, 3, 1]
+    kept, held, missing = holdout_split(train, 0.1, seed=0)  # 10 needed: none
+    assert len(held) == 0 and len(kept) == len(labels) and missing == ["a", "b", "c", "d"]
 
 
 def test_a_dataset_without_validation_gets_one_image_of_each_class_and_a_single_image_class_one_line(tmp_path):

@@ -47,7 +47,7 @@ from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
 from .pipeline.augment import build_transform
 from .pipeline.coverage import unmeasured
-from .pipeline.data import TrainingData, load_splits, make_loader, training_data
+from .pipeline.data import TrainingData, holdout_minimum, load_splits, make_loader, training_data
 from .pipeline.extractor import compile_pays, image_features, keep_freed_memory
 from .pipeline.features import FeatureBank, feature_passes, split_features, write_bank
 from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
@@ -180,7 +180,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
         mislabels["comparison"] = compare_dropping(x.model.get_classifier(), x.bank, rows, x.validation[0],
                                                    x.validation_labels, accelerator, args)
     linear, state = best_head(x.model.get_classifier(), x.bank, x.holdout, x.holdout_labels, rows, accelerator,
-                              args, output_dir, None if len(x.holdout_labels) else held_out.losses())
+                              args, output_dir, (held_out.losses(), len(held_out.rows)) if len(held_out.rows) else None)
     fold_logits = held_out.logits(state["best_epoch"])  # the fold heads after as many epochs as the final head
     calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, held_out.labels,
                             held_images, x.validation[0], x.validation_labels, output_dir, args.seed)
@@ -199,7 +199,8 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
-    results.update(selected_on=state.get("selected_on", "holdout"), holdout_missing=data.holdout_missing)
+    results.update(selected_on=state.get("selected_on", "holdout"), holdout_missing=data.holdout_missing,
+                   holdout_minimum=holdout_minimum(args.holdout_fraction))
     results["not_measured"] = unmeasured(results, data.holdout_missing)
     hint = tuning_hint(args.unfreeze_last_stages, state["best_holdout"])
     if hint:

@@ -18,14 +18,15 @@ def unmeasured(results: dict, holdout_missing: list[str]) -> list[str]:
     if absent:
         lines.append(f"no validation image for {len(absent)} classes ({named(absent)}): their precision, recall "
                      "and F1 are not measured")
+    minimum = results.get("holdout_minimum", 3)
     if results["holdout_images"] == 0:
-        chosen = ("by the out-of-fold heads' log loss" if results.get("selected_on") == "out-of-fold"
+        chosen = ("chosen by the out-of-fold heads' log loss" if results.get("selected_on") == "out-of-fold"
                   else "not chosen: the last is kept")
-        lines.append(f"no holdout (every class has fewer than 3 training images): the head's epoch was {chosen}, "
-                     "and no holdout accuracy is reported")
+        lines.append(f"no holdout (no class has the {minimum} training images one holdout image needs): the head's "
+                     f"epoch was {chosen}, and no holdout accuracy is reported")
     elif holdout_missing:
-        lines.append(f"no holdout image for {len(holdout_missing)} classes with fewer than 3 training images "
-                     f"({named(holdout_missing)}): model selection did not see them")
+        lines.append(f"no holdout image for {len(holdout_missing)} classes with fewer than {minimum} training images "
+                     f"({named(holdout_missing)}): their images are held out only by the out-of-fold heads")
     scored = results["mislabels"].get("scored_images", results["train_images"])
     if scored == 0:
         lines.append("no cross-fitting folds (one training image per class): no training image was scored by a head "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,29 +109,34 @@ def per_class_sample(labels: np.ndarray, counts: np.ndarray, fraction: float, se
     return taken
 
 
-HOLDOUT_MIN_CLASS_IMAGES = 3  # a class gives the holdout an image only if 2 stay in train (for the folds)
+def holdout_minimum(fraction: float) -> int:
+    """The training images a class needs to give the holdout one: one image must not be more than ``fraction`` of
+    the class (and 2 must stay for the cross-fitting folds). 10 at the default 0.1."""
+    return max(3, math.ceil(1 / fraction - 1e-9))
 
 
 def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset, list[str]]:
     """(train, holdout, the classes the holdout has no image of): a stratified slice of train for model selection;
     validation is never looked at for that.
 
-    ``datasets``' stratified split when it can give every class an image; otherwise (small folders) each class
-    of at least ``HOLDOUT_MIN_CLASS_IMAGES`` gives ``max(1, round(fraction x n))`` seeded images and the smaller
-    classes none (they are named: the holdout cannot measure them).
+    ``datasets``' stratified split when every class has ``holdout_minimum(fraction)`` images; otherwise each class
+    that has gives ``round(fraction x n)`` seeded images and the smaller classes none (they are named). Their
+    images are still held out for selection and calibration, by the out-of-fold heads (head.py), which cost a
+    small folder no training images.
     """
     labels = np.asarray(train["label"])
     counts = np.bincount(labels, minlength=train.features["label"].num_classes)
+    minimum = holdout_minimum(fraction)
     size = int(np.ceil(fraction * len(labels)))
-    if counts.min() >= HOLDOUT_MIN_CLASS_IMAGES and min(size, len(labels) - size) >= len(counts):
+    if counts.min() >= minimum and min(size, len(labels) - size) >= len(counts):
         parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
         held = parts["test"]
         missing = sorted(set(range(len(counts))) - set(held["label"]))
         return parts["train"], held, [train.features["label"].int2str(c) for c in missing]
-    taken_set = set(per_class_sample(labels, counts, fraction, seed, minimum=HOLDOUT_MIN_CLASS_IMAGES))
-    kept = [i for i in range(len(labels)) if i not in taken_set]
-    missing = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < HOLDOUT_MIN_CLASS_IMAGES]
-    return train.select(kept), train.select(sorted(taken_set)), missing
+    taken = set(per_class_sample(labels, counts, fraction, seed, minimum=minimum))
+    kept = [i for i in range(len(labels)) if i not in taken]
+    missing = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < minimum]
+    return train.select(kept), train.select(sorted(taken)), missing
 
 
 def make_loader(dataset: Dataset, variant: str, data_config: dict, train: bool, batch_size: int,

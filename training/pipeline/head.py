@@ -216,13 +216,23 @@ def holdout_scores(head: nn.Module, holdout: torch.Tensor, labels: torch.Tensor)
     return accuracy, F.cross_entropy(logits.flatten(0, 1), labels.repeat(len(holdout))).item()
 
 
+def held_out_loss(holdout_loss: float, holdout_rows: int, out_of_fold: tuple[list[float], int] | None,
+                  epoch: int) -> float:
+    """The mean log loss over the holdout's predictions and the out-of-fold ones after ``epoch`` (0 with neither)."""
+    if not out_of_fold:
+        return holdout_loss
+    losses, rows = out_of_fold
+    return (holdout_loss * holdout_rows + losses[epoch] * rows) / (holdout_rows + rows)
+
+
 def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdout_labels: torch.Tensor,
               rows: torch.Tensor, accelerator, args, output_dir: Path,
-              out_of_fold_losses: list[float] | None = None) -> tuple[nn.Linear, dict]:
+              out_of_fold: tuple[list[float], int] | None = None) -> tuple[nn.Linear, dict]:
     """``linear`` trained for ``args.epochs`` on ``rows`` of the bank, checkpointed each epoch (``args.resume``
-    continues); the epoch with the lowest log loss on the holdout ((2, N, D): the image and its mirror), folded.
-    Without a holdout (a small folder), the epoch whose out-of-fold heads had the lowest log loss
-    (``out_of_fold_losses``, one per epoch), or without those the last.
+    continues); the epoch with the lowest log loss on every held-out prediction, folded: the holdout ((2, N, D): the
+    image and its mirror) through this head, and the training images through their out-of-fold heads after the
+    same epoch (``out_of_fold``: one loss per epoch, and how many predictions each is over). A small folder's
+    holdout of a few images alone picks an under-trained epoch by chance; with neither, the last epoch is kept.
 
     Log loss, not accuracy: on a holdout of ~70 images accuracy moves in steps of 1.4 % and often ties an
     under-fitted early epoch with the converged ones, which then gives over- or under-confident answers.
@@ -243,13 +253,13 @@ def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdo
         loss = train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
         loss = accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean").item()  # every process's
         holdout_accuracy, holdout_loss = holdout_scores(accelerator.unwrap_model(head), holdout, holdout_labels)
-        if holdout_accuracy is None and out_of_fold_losses:
-            holdout_loss = out_of_fold_losses[epoch]
-        state["selected_on"] = ("holdout" if holdout_accuracy is not None
-                                else "out-of-fold" if out_of_fold_losses else "last epoch")
+        selection_loss = held_out_loss(holdout_loss, 2 * len(holdout_labels), out_of_fold, epoch)
+        state["selected_on"] = " and ".join(
+            [name for name, used in (("holdout", len(holdout_labels)), ("out-of-fold", out_of_fold)) if used]
+        ) or "last epoch"
         state["epoch"] = epoch
-        if holdout_loss <= state["best_holdout_loss"]:  # selection on the holdout, never on validation; ties: later
-            state.update(best_holdout=holdout_accuracy, best_holdout_loss=holdout_loss, best_epoch=epoch)
+        if selection_loss <= state["best_holdout_loss"]:  # selection on held-out train, never validation; ties: later
+            state.update(best_holdout=holdout_accuracy, best_holdout_loss=selection_loss, best_epoch=epoch)
             if accelerator.is_main_process:
                 save_file(accelerator.unwrap_model(head).state_dict(), output_dir / "best_head.safetensors")
         save_checkpoint(accelerator, checkpoints, state, {"epoch": epoch, "train_loss": loss,
