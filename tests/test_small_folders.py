@@ -56,7 +56,7 @@ def test_nothing_held_out_or_a_fit_at_the_edge_leaves_the_probabilities_unscaled
     assert (one.value, one.images) == (1.0, 1)
     separable = torch.eye(3).repeat(4, 1) * 10  # every held-out image right with a wide margin: T runs to 0
     found = shrunk_temperature(separable, torch.arange(3).repeat(4), torch.arange(12))
-    assert found.fitted < 1 and (found.value, found.shrinkage) == (1.0, 0.0)
+    assert found.fitted < 1 and (found.value, found.shrinkage, found.pinned) == (1.0, 0.0, False)
     assert TEMPERATURE_RANGE[0] <= found.fitted
 
 

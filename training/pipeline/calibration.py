@@ -49,6 +49,7 @@ class Temperature:
     fitted: float  # the NLL-minimising T on every held-out image
     shrinkage: float  # lambda: the share of log T kept, cross-validated over the held-out images
     images: int  # held-out images it was fitted on
+    pinned: bool = True  # False: the NLL was as low at an edge of TEMPERATURE_RANGE (nothing to fit)
 
 
 def shrunk_temperature(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, seed: int = 0
@@ -72,7 +73,7 @@ def shrunk_temperature(logits: torch.Tensor, labels: torch.Tensor, images: torch
     if min(nll(edge) for edge in TEMPERATURE_RANGE) <= nll(fitted) + 1e-9:
         # The NLL is as low at an edge of the range (e.g. every held-out image right with a wide margin: it falls
         # until it is flat at 0): the images do not pin T down, and the edge would be this code's choice, not theirs.
-        return Temperature(1.0, fitted, 0.0, len(ids))
+        return Temperature(1.0, fitted, 0.0, len(ids), pinned=False)
     generator = torch.Generator().manual_seed(seed)
     part_of_image = torch.randperm(len(ids), generator=generator) % min(SHRINK_PARTS, len(ids))
     part = part_of_image[row_image]

@@ -63,7 +63,7 @@ def calibrate(linear: nn.Linear, holdout: torch.Tensor, holdout_labels: torch.Te
         fitted_on = (f"held-out train predictions of {found.images} images: the holdout ({len(holdout_labels)}) and "
                      f"{held_out} training images out of fold, each with its mirror")
     report = {"temperature": found.value, "temperature_fitted": found.fitted, "shrinkage": found.shrinkage,
-              "held_out_images": found.images, "fitted_on": fitted_on,
+              "pinned": found.pinned, "held_out_images": found.images, "fitted_on": fitted_on,
               "validation_before": calibration_report(before, validation_labels, interval=True),
               "validation_after": calibration_report(after, validation_labels, interval=True)}
     save_reliability_diagram(before.softmax(-1), after.softmax(-1), validation_labels,
