@@ -110,7 +110,9 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", type=int, default=[10, 50])
     parser.add_argument("--train_per_class", nargs="+", type=int, default=[5, 10])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
-    parser.add_argument("--fastai_seeds", nargs="*", type=int, default=[42], help="fastai's runs (slow on CPU)")
+    parser.add_argument("--fastai_seeds", nargs="*", type=int, default=[],
+                        help="also fastai's two recipes for these seeds (slow on CPU; pip install -r "
+                             "bench/requirements-fastai.txt)")
     parser.add_argument("--fastai_max_classes", type=int, default=10)
     args = parser.parse_args()
     print(machine(), flush=True)
