@@ -40,8 +40,8 @@ def unmeasured(results: dict, holdout_missing: list[str]) -> list[str]:
         lines.append("calibration: too few held-out images to fit a temperature; the probabilities are unscaled")
     elif not calibration.get("pinned", True):
         lines.append(f"calibration: the {calibration['held_out_images']} held-out images do not pin the temperature "
-                     f"down (the NLL is as low at the edge of T's range as at {calibration['temperature_fitted']:.3g}); "
-                     "T = 1")
+                     f"down (the NLL is as low at the edge of T's range as at "
+                     f"{calibration['temperature_fitted']:.3g}); T = 1")
     elif calibration["shrinkage"] < 1 and calibration["held_out_images"] < FEW_HELD_OUT:
         lines.append(f"calibration fitted on {calibration['held_out_images']} held-out images: cross-validated over "
                      f"them, T {calibration['temperature_fitted']:.3f} is kept nearer 1, at "
