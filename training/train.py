@@ -179,8 +179,9 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
         rows = kept_rows(mislabels["flagged_indices"], x.bank)
         mislabels["comparison"] = compare_dropping(x.model.get_classifier(), x.bank, rows, x.validation[0],
                                                    x.validation_labels, accelerator, args)
+    out_of_fold = selection_out_of_fold(held_out, x.holdout_labels, len(data.class_names))
     linear, state = best_head(x.model.get_classifier(), x.bank, x.holdout, x.holdout_labels, rows, accelerator,
-                              args, output_dir, (held_out.losses(), len(held_out.rows)) if len(held_out.rows) else None)
+                              args, output_dir, out_of_fold)
     fold_logits = held_out.logits(state["best_epoch"])  # the fold heads after as many epochs as the final head
     calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, held_out.labels,
                             held_images, x.validation[0], x.validation_labels, output_dir, args.seed)
@@ -212,6 +213,19 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
         save_thumbnails([data.train[s["index"]]["image"] for s in mislabels["suspects"]], mislabels["suspects"],
                         output_dir / "suspects.png")
     return results
+
+
+HOLDOUT_ALONE_PER_CLASS = 5  # holdout images per class (each class present) above which it picks the epoch alone
+
+
+def selection_out_of_fold(held_out, holdout_labels: torch.Tensor, classes: int) -> tuple[list[float], int] | None:
+    """The out-of-fold losses the epoch is also chosen on, or None where the holdout can choose alone: the fold
+    heads see (k-1)/k of train and over-fit sooner, so they pull the choice early; a holdout of a few images per
+    class (a small folder) is noisier still, and picked the epoch-0 head on 10 glyphs."""
+    counts = torch.bincount(holdout_labels, minlength=classes)
+    if (counts.min() > 0 and len(holdout_labels) >= HOLDOUT_ALONE_PER_CLASS * classes) or not len(held_out.rows):
+        return None
+    return held_out.losses(), len(held_out.rows)
 
 
 def save_outputs(model, results: dict, args: TrainArguments, class_names: list[str], output_dir: Path,
