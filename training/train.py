@@ -202,7 +202,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
     results.update(selected_on=state.get("selected_on", "holdout"), holdout_missing=data.holdout_missing,
                    holdout_minimum=holdout_minimum(args.holdout_fraction))
-    results["not_measured"] = unmeasured(results, data.holdout_missing)
+    results["not_measured"] = unmeasured(results)
     hint = tuning_hint(args.unfreeze_last_stages, state["best_holdout"])
     if hint:
         accelerator.print(hint)

@@ -11,7 +11,7 @@ def named(names: list[str]) -> str:
     return ", ".join(names[:LISTED]) + (f", … ({len(names)} in all)" if len(names) > LISTED else "")
 
 
-def unmeasured(results: dict, holdout_missing: list[str]) -> list[str]:
+def unmeasured(results: dict) -> list[str]:
     """The lines for ``results["not_measured"]`` (empty for a folder with enough images everywhere)."""
     lines = []
     absent = [name for name, n in results["class_balance"]["validation"].items() if n == 0]
@@ -24,7 +24,7 @@ def unmeasured(results: dict, holdout_missing: list[str]) -> list[str]:
                   else "not chosen: the last is kept")
         lines.append(f"no holdout (no class has the {minimum} training images one holdout image needs): the head's "
                      f"epoch was {chosen}, and no holdout accuracy is reported")
-    elif holdout_missing:
+    elif holdout_missing := results.get("holdout_missing"):
         lines.append(f"no holdout image for {len(holdout_missing)} classes with fewer than {minimum} training images "
                      f"({named(holdout_missing)}): their images are held out only by the out-of-fold heads")
     scored = results["mislabels"].get("scored_images", results["train_images"])

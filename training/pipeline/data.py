@@ -79,9 +79,8 @@ def check_splits(dataset: DatasetDict, source: str) -> None:
 
 
 def validation_split(train: Dataset, fraction: float, seed: int, source: str) -> tuple[Dataset, Dataset]:
-    """A seeded, stratified ``fraction`` of a dataset's only split as validation: ``datasets``' split when every
-    class gets an image on each side, else ``max(1, round(fraction x n))`` of each class; a class of one image
-    cannot be split (one line naming every such class)."""
+    """A seeded, stratified ``fraction`` of a dataset's only split as validation (``stratified_part``, one image of
+    each class at least); a class of one image cannot be split (one line naming every such class)."""
     labels = np.asarray(train["label"])
     counts = np.bincount(labels, minlength=train.features["label"].num_classes)
     single = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < 2]
@@ -89,24 +88,26 @@ def validation_split(train: Dataset, fraction: float, seed: int, source: str) ->
         raise UserError(f"dataset {source}: {len(single)} class(es) with fewer than 2 images, so none can be both "
                         f"trained on and measured: {', '.join(map(repr, single[:20]))}"
                         f"{' …' if len(single) > 20 else ''}; add images or remove those classes")
+    return stratified_part(train, labels, counts, fraction, seed, minimum=2)
+
+
+def stratified_part(rows: Dataset, labels: np.ndarray, counts: np.ndarray, fraction: float, seed: int,
+                    minimum: int) -> tuple[Dataset, Dataset]:
+    """(rest, part): ``datasets``' stratified ``fraction`` when every class has ``minimum`` rows and the part gets
+    one of each; otherwise ``max(1, round(fraction x n))`` seeded rows of each class of ``minimum`` or more (never a
+    whole class) and none of the smaller ones."""
     size = int(np.ceil(fraction * len(labels)))
-    if min(size, len(labels) - size) >= len(counts):
-        parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    if counts.min() >= minimum and min(size, len(labels) - size) >= len(counts):
+        parts = rows.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
         if len(set(parts["test"]["label"])) == len(counts):
             return parts["train"], parts["test"]
-    taken = set(per_class_sample(labels, counts, fraction, seed, minimum=2))
-    return (train.select([i for i in range(len(labels)) if i not in taken]), train.select(sorted(taken)))
-
-
-def per_class_sample(labels: np.ndarray, counts: np.ndarray, fraction: float, seed: int, minimum: int) -> list[int]:
-    """Seeded indices: ``max(1, round(fraction x n))`` of each class of at least ``minimum`` images (never all)."""
     rng = np.random.default_rng(seed)
-    taken = []
+    taken = set()
     for c, n in enumerate(counts):
         if n >= minimum:
             take = min(max(1, round(fraction * n)), n - 1)
-            taken += rng.choice(np.flatnonzero(labels == c), take, replace=False).tolist()
-    return taken
+            taken.update(rng.choice(np.flatnonzero(labels == c), take, replace=False).tolist())
+    return rows.select([i for i in range(len(labels)) if i not in taken]), rows.select(sorted(taken))
 
 
 def holdout_minimum(fraction: float) -> int:
@@ -116,27 +117,16 @@ def holdout_minimum(fraction: float) -> int:
 
 
 def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset, list[str]]:
-    """(train, holdout, the classes the holdout has no image of): a stratified slice of train for model selection;
-    validation is never looked at for that.
-
-    ``datasets``' stratified split when every class has ``holdout_minimum(fraction)`` images; otherwise each class
-    that has gives ``round(fraction x n)`` seeded images and the smaller classes none (they are named). Their
-    images are still held out for selection and calibration, by the out-of-fold heads (head.py), which cost a
-    small folder no training images.
+    """(train, holdout, the classes the holdout has no image of): a stratified slice of train for model selection
+    (``stratified_part``: classes under ``holdout_minimum(fraction)`` images give none); validation is never looked
+    at for that. The classes left out are still held out for selection and calibration, by the out-of-fold heads
+    (head.py), which cost a small folder no training images.
     """
     labels = np.asarray(train["label"])
     counts = np.bincount(labels, minlength=train.features["label"].num_classes)
-    minimum = holdout_minimum(fraction)
-    size = int(np.ceil(fraction * len(labels)))
-    if counts.min() >= minimum and min(size, len(labels) - size) >= len(counts):
-        parts = train.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
-        held = parts["test"]
-        missing = sorted(set(range(len(counts))) - set(held["label"]))
-        return parts["train"], held, [train.features["label"].int2str(c) for c in missing]
-    taken = set(per_class_sample(labels, counts, fraction, seed, minimum=minimum))
-    kept = [i for i in range(len(labels)) if i not in taken]
-    missing = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < minimum]
-    return train.select(kept), train.select(sorted(taken)), missing
+    kept, held = stratified_part(train, labels, counts, fraction, seed, holdout_minimum(fraction))
+    missing = sorted(set(range(len(counts))) - set(held["label"]))
+    return kept, held, [train.features["label"].int2str(c) for c in missing]
 
 
 def make_loader(dataset: Dataset, variant: str, data_config: dict, train: bool, batch_size: int,

@@ -246,6 +246,8 @@ def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdo
     head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
     weight = None if weight is None else weight.to(accelerator.device)
     state = resume_state(accelerator, checkpoints) if args.resume else dict(FRESH_STATE)
+    selected_on = " and ".join(name for name, used in (("holdout", len(holdout_labels)), ("out-of-fold", out_of_fold))
+                               if used) or "last epoch"
     for epoch in tqdm(range(state["epoch"] + 1, args.epochs), desc="head epochs",
                       disable=not accelerator.is_main_process):
         set_seed(args.seed + epoch)  # an epoch depends on (seed, epoch) only: resume is exact
@@ -254,10 +256,7 @@ def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdo
         loss = accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean").item()  # every process's
         holdout_accuracy, holdout_loss = holdout_scores(accelerator.unwrap_model(head), holdout, holdout_labels)
         selection_loss = held_out_loss(holdout_loss, 2 * len(holdout_labels), out_of_fold, epoch)
-        state["selected_on"] = " and ".join(
-            [name for name, used in (("holdout", len(holdout_labels)), ("out-of-fold", out_of_fold)) if used]
-        ) or "last epoch"
-        state["epoch"] = epoch
+        state.update(epoch=epoch, selected_on=selected_on)
         if selection_loss <= state["best_holdout_loss"]:  # selection on held-out train, never validation; ties: later
             state.update(best_holdout=holdout_accuracy, best_holdout_loss=selection_loss, best_epoch=epoch)
             if accelerator.is_main_process:
