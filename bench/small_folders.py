@@ -61,7 +61,7 @@ def ours(folder: Path, seed: int, output: Path) -> dict:
             "peak_rss_mib": results["peak_rss_mib"]}
 
 
-def probe(folder: Path) -> dict:
+def probe(folder: Path | str) -> dict:
     """Logistic regression (sklearn defaults) on one plain view of frozen Lite0 features."""
     import torch
     from sklearn.linear_model import LogisticRegression
