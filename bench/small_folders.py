@@ -44,10 +44,10 @@ def build(root: Path, kind: str, classes: int, per_class: int) -> Path:
     return root / "folder"
 
 
-def ours(folder: Path, seed: int, output: Path) -> dict:
+def ours(folder: Path, seed: int, output: Path, train_args: list[str] = ()) -> dict:
     started = time.time()
     command = [sys.executable, "-m", "training.train", "--dataset_id", str(folder), "--backbone", LITE0,
-               "--seed", str(seed), "--output_dir", str(output)]
+               "--seed", str(seed), "--output_dir", str(output), *train_args]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
@@ -58,7 +58,7 @@ def ours(folder: Path, seed: int, output: Path) -> dict:
             "ece_after": round(calibration["validation_after"]["ece"], 3),
             "temperature": round(calibration["temperature"], 3), "unsure": answered["unsure"],
             "neither": answered["neither"], "seconds": round(time.time() - started, 1),
-            "peak_rss_mib": results["peak_rss_mib"]}
+            "peak_rss_mib": results["peak_rss_mib"], "best_epoch": results["best_epoch"]}
 
 
 def probe(folder: Path | str) -> dict:
@@ -114,6 +114,7 @@ def main() -> None:
                         help="also fastai's two recipes for these seeds (slow on CPU; pip install -r "
                              "bench/requirements-fastai.txt)")
     parser.add_argument("--fastai_max_classes", type=int, default=10)
+    parser.add_argument("--train_args", default="", help="more training.train arguments for ours, e.g. '--epochs 40'")
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="small-folders-") as tmp:
@@ -124,7 +125,7 @@ def main() -> None:
                     folder = build(Path(tmp) / name, kind, classes, per_class)
                     baseline = probe(folder)
                     for seed in args.seeds:
-                        row = ours(folder, seed, Path(tmp) / f"{name}_{seed}")
+                        row = ours(folder, seed, Path(tmp) / f"{name}_{seed}", args.train_args.split())
                         if seed in args.fastai_seeds and classes <= args.fastai_max_classes:
                             row.update(fastai_runs(folder, seed))
                         print(json.dumps({"folder": name, "seed": seed, **row, **baseline}), flush=True)

@@ -70,6 +70,16 @@ def test_few_scores_put_the_neither_limit_on_the_safe_side():
     assert limit(torch.empty(0), 0.005) == float("inf")
 
 
+def test_a_perfect_score_on_few_images_still_gets_a_wide_accuracy_interval():
+    """A bootstrap of 2 right answers is 1-1; the exact binomial interval says how little 2 images show."""
+    from training.pipeline.metrics import intervals
+
+    perfect = intervals(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    assert perfect["accuracy"] == [0.2236, 1.0]  # 0.05 ** (1 / 2): the one-sided 5 % of two successes
+    half = intervals(torch.tensor([0, 0, 1, 1] * 25), torch.tensor([0, 1] * 50))
+    assert half["accuracy"][0] < 0.5 < half["accuracy"][1] and half["accuracy"][1] - half["accuracy"][0] < 0.2
+
+
 def test_holdout_takes_one_image_of_each_class_it_can_and_names_the_others(tmp_path):
     from datasets import ClassLabel, Dataset
 
@@ -191,7 +201,7 @@ def test_small_folder_by_the_demo_command_trains_publishes_and_loads(lite0, tmp_
         assert any(part in line for line in results["not_measured"]), results["not_measured"]
         assert f"not measured: {next(line for line in results['not_measured'] if part in line)}" in result.stdout
     card = Path(hf_hub_download(f"demo/{name}-classifier", "README.md")).read_text()
-    assert "bootstrap 90 % intervals" in card
+    assert "90 % intervals, exact binomial for accuracy" in card
     assert ("## What could not be measured" in card) == bool(results["not_measured"])
     for line in results["not_measured"]:
         assert line in card
