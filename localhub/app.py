@@ -35,7 +35,8 @@ def create_app(data_dir: str, token: str, user: str = "demo", orgs: tuple[str, .
     storage = Storage(data_dir)
     storage.hold(lock_note or f"localhub pid {os.getpid()}")
     hub = Hub(storage, token, user, tuple(orgs), hashlib.sha256(b"localhub-upload:" + token.encode()).digest())
-    app = FastAPI(title="localhub", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="localhub", docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)  # an unknown path is a 404, never a redirect to a guess
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):

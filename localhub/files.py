@@ -10,18 +10,20 @@ import json
 import os
 import tempfile
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from .hub import Hub, HubDep, JsonBody, field, repo_type
+from .hub import Hub, HubDep, JsonBody, field, read_body, repo_type
 from .paths import check_path
 from .pulls import load_discussion, open_pull_request, record_commit
 from .storage import BlobWriter, HubError, is_lfs
 
 MAX_COMMIT_BYTES = 512 * 1024 * 1024  # an NDJSON commit (small files inline, base64); LFS files go separately
 MAX_LFS_BYTES = 50 * 1024**3
+MAX_PATHS_INFO = 10_000  # paths in one paths-info form
 SPOOL_CHUNK = 4 * 1024 * 1024
 
 
@@ -109,7 +111,7 @@ api = APIRouter()
 def tree(hub: HubDep, prefix: str, ns: str, name: str, rest: str, request: Request, recursive: str = "false"):
     revision, path = split_revision(rest)
     files = hub.readable(request, repo_type(prefix), f"{ns}/{name}").head(revision)["files"]
-    path = path.strip("/")
+    path = check_path(path.removesuffix("/")) if path else ""  # "": the root (huggingface_hub asks ".../main/")
     base = f"{path}/" if path else ""
     if path and path in files:
         return [file_entry(path, files[path])]
@@ -128,11 +130,15 @@ def tree(hub: HubDep, prefix: str, ns: str, name: str, rest: str, request: Reque
 
 @api.post("/api/{prefix}/{ns}/{name}/paths-info/{revision:path}")
 async def paths_info(hub: HubDep, prefix: str, ns: str, name: str, revision: str, request: Request):
-    form = await request.form()
-    wanted = [str(p).strip("/") for p in form.getlist("paths")]
+    files = (await run_in_threadpool(hub.readable(request, repo_type(prefix), f"{ns}/{name}").head, revision))["files"]
+    raw = await read_body(request)  # capped before it is parsed, and only for a repo the caller may read
+    try:
+        form = parse_qs(raw.decode(), max_num_fields=MAX_PATHS_INFO)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HubError(400, f"paths-info: a form of at most {MAX_PATHS_INFO} fields, UTF-8: {e}") from None
+    wanted = [check_path(p.removesuffix("/")) for p in form.get("paths", [])]
 
     def lookup():
-        files = hub.readable(request, repo_type(prefix), f"{ns}/{name}").head(revision)["files"]
         out = []
         for p in wanted:
             if p in files:

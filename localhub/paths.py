@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from .errors import HubError
@@ -43,3 +44,49 @@ def check_tree(paths) -> None:
         if normal in seen:
             raise HubError(400, f"invalid path {path!r}: the same name as {seen[normal]!r} in another Unicode form")
         seen[normal] = path
+
+
+REPO_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+
+
+def is_repo_name(name: object) -> bool:
+    """A namespace or repo name as the Hub takes it (huggingface_hub's validate_repo_id), in ASCII: no
+    look-alike letters; no leading or trailing '-' or '.', no '--' or '..', no '.git' ending, 96 at most."""
+    return (isinstance(name, str) and REPO_NAME.fullmatch(name) is not None and "--" not in name
+            and ".." not in name and not name.endswith(".git"))
+
+
+REF_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # ASCII only: no look-alikes, no slashes
+COMMIT_ID = re.compile(r"[0-9a-f]{7,40}")
+PR_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
+
+
+def is_ref_name(name: object) -> bool:
+    """A branch or tag name as git's check-ref-format allows it, narrowed: ASCII letters, digits, - _ .,
+    no leading '.', no '..', no '.lock' ending, at most 100 characters, no slash."""
+    return (isinstance(name, str) and REF_NAME.fullmatch(name) is not None and ".." not in name
+            and not name.endswith(".lock"))
+
+
+def check_ref_name(name: object) -> str:
+    """A new branch or tag's name; a 400 naming it otherwise."""
+    if not is_ref_name(name):
+        shown = str(name).encode("unicode_escape").decode()[:100]
+        raise HubError(400, f"invalid ref name {shown!r}: use ASCII letters, digits, '-', '_' and '.'")
+    return name
+
+
+def revision_ref(revision: object) -> tuple[str, str] | None:
+    """What a revision names before any file is looked at: ``("heads"|"tags"|"pr", name)`` for
+    ``refs/<kind>/<name>``, ``("name", name)`` for a bare branch or tag name, ``("commit", id)`` for 7 to 40
+    hex digits (which may also be a ref name), or None for anything else (never joined onto a path)."""
+    if not isinstance(revision, str):
+        return None
+    for kind in ("heads", "tags", "pr"):
+        if revision.startswith(f"refs/{kind}/"):
+            name = revision.removeprefix(f"refs/{kind}/")
+            valid = PR_NUMBER.fullmatch(name) if kind == "pr" else is_ref_name(name)
+            return (kind, name) if valid else None
+    if COMMIT_ID.fullmatch(revision):
+        return ("commit", revision)
+    return ("name", revision) if is_ref_name(revision) else None

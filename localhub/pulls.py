@@ -9,7 +9,7 @@ import json
 import secrets
 
 from .hub import Hub
-from .paths import check_tree
+from .paths import PR_NUMBER, check_tree
 from .storage import HubError, Repo, atomic_write, now
 
 
@@ -22,8 +22,10 @@ def comment_event(who: str, text: str) -> dict:
 
 
 def load_discussion(repo: Repo, num: str | int) -> dict:
+    if not PR_NUMBER.fullmatch(str(num)):  # before any path is made from it
+        raise HubError(404, f"discussion #{str(num)[:20]!r} not found in {repo.repo_id}")
     path = repo.root / "discussions" / f"{num}.json"
-    if not str(num).isdigit() or not path.is_file():
+    if not path.is_file():
         raise HubError(404, f"discussion #{num} not found in {repo.repo_id}")
     return json.loads(path.read_text())
 

@@ -8,6 +8,7 @@ import json
 from fastapi import APIRouter, Request
 
 from .hub import Hub, HubDep, JsonBody, field, repo_type
+from .paths import check_ref_name
 from .pulls import (
     comment_event,
     discussion_details,
@@ -21,13 +22,6 @@ from .pulls import (
 from .storage import HubError
 
 REF_KINDS = {"heads": "branch", "tags": "tag"}
-
-
-def check_ref_name(name: str) -> str:
-    """Branch and tag names: letters, digits, - _ . (no slashes: revisions in URLs stay unambiguous)."""
-    if not name or len(name) > 100 or name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
-        raise HubError(400, f"invalid ref name {name[:100]!r}: use letters, digits, '-', '_' and '.'")
-    return name
 
 
 api = APIRouter()

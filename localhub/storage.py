@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HubError, not_found
-from .paths import check_tree
+from .paths import COMMIT_ID, check_tree, is_ref_name, is_repo_name, revision_ref
 
 REPO_TYPES = ("model", "dataset", "space")
 GITATTRIBUTES = (
@@ -101,35 +101,44 @@ class Repo:
         folder = self.root / "refs" / kind
         found = {}
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if path.name.startswith("."):  # another thread's atomic write in progress
+            # A dot file is another thread's atomic write in progress; a symlink was not made by this server.
+            if path.name.startswith(".") or path.is_symlink():
                 continue
             try:
-                found[path.name] = path.read_text().strip()
+                oid = path.read_text().strip()
             except FileNotFoundError:  # deleted meanwhile
                 continue
+            if COMMIT_ID.fullmatch(oid):
+                found[path.name] = oid
         return found
 
     def ref_path(self, revision: str) -> Path | None:
-        """The ref file a revision names (a branch, ``refs/heads|tags|pr/...``, a tag), or None."""
-        if revision.startswith(("refs/heads/", "refs/tags/", "refs/pr/")):
-            return self.root / revision
-        for kind in ("heads", "tags"):
-            if (self.root / "refs" / kind / revision).is_file():
-                return self.root / "refs" / kind / revision
+        """The ref file a checked revision names (a branch, ``refs/heads|tags|pr/...``, a tag), or None."""
+        named = revision_ref(revision)
+        if named is None or named[0] == "commit" and not is_ref_name(revision):
+            return None
+        kind, name = named
+        for folder in ((kind,) if kind in ("heads", "tags", "pr") else ("heads", "tags")):
+            path = self.root / "refs" / folder / name
+            if path.is_file() and not path.is_symlink():
+                return path
         return None
 
     def resolve(self, revision: str) -> str:
-        """A branch, tag, PR ref, full or short (>= 7 hex) commit id -> the full commit id."""
-        if not revision or "\0" in revision or ".." in revision:
-            raise HubError(404, "Invalid rev id", "RevisionNotFound")
-        ref = self.ref_path(revision)
-        if ref is not None and ref.is_file():
-            return ref.read_text().strip()
-        if 7 <= len(revision) <= 40 and set(revision) <= HEX:
+        """A branch, tag, PR ref, full or short (>= 7 hex) commit id -> the full commit id. Anything else, and
+        a revision that names nothing, get the same 404, whatever exists on disk."""
+        named = revision_ref(revision)
+        ref = self.ref_path(revision) if named else None
+        if ref is not None:
+            oid = ref.read_text().strip()
+            if COMMIT_ID.fullmatch(oid) and (self.root / "commits" / f"{oid}.json").is_file():
+                return oid
+        if named and named[0] == "commit":
             matches = [p.stem for p in (self.root / "commits").glob(f"{revision}*.json")]
             if len(matches) == 1:
                 return matches[0]
-        raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        shown = revision.encode("unicode_escape").decode()[:100] if isinstance(revision, str) else ""
+        raise HubError(404, f"Invalid rev id: {shown}", "RevisionNotFound")
 
     def head(self, revision: str = "main") -> dict:
         """The commit manifest a revision names."""
@@ -219,9 +228,9 @@ class Storage:
         if repo_type not in REPO_TYPES:
             raise HubError(400, f"unknown repo type {repo_type!r}: use one of {', '.join(REPO_TYPES)}")
         parts = repo_id.split("/") if isinstance(repo_id, str) else []
-        if len(parts) != 2 or any(not p or p.startswith(".") or len(p) > 96 or not all(c.isalnum() or c in "-_."
-                                                                                       for c in p) for p in parts):
-            raise HubError(400, f"repo id must be 'namespace/name' (letters, digits, - _ .), got {repo_id!r}")
+        if len(parts) != 2 or not all(is_repo_name(p) for p in parts):
+            shown = str(repo_id).encode("unicode_escape").decode()[:200]
+            raise HubError(400, f"repo id must be 'namespace/name' (ASCII letters, digits, - _ .), got {shown!r}")
         return self.data_dir / "repos" / repo_type / parts[0] / parts[1]
 
     def get(self, repo_type: str, repo_id: str) -> Repo:
@@ -288,7 +297,10 @@ class Storage:
 
     def set_ref(self, repo: Repo, ref: str, oid: str | None) -> None:
         """Point ``refs/heads|tags|pr/<name>`` at a commit (None deletes it)."""
-        path = repo.root / ref
+        named = revision_ref(ref)
+        if named is None or named[0] not in ("heads", "tags", "pr"):
+            raise HubError(400, f"invalid ref {ref[:100]!r}")
+        path = repo.root / "refs" / named[0] / named[1]
         if oid is None:
             path.unlink(missing_ok=True)
         else:

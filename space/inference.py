@@ -132,12 +132,16 @@ class Classifier:
 
     def predict(self, image: Image.Image, method: str | None = "CAM") -> Prediction:
         """Calibrated class probabilities, the OOD verdict, and the CAM for the top class (``method=None``: none)."""
+        prediction, cams = self.explain(image, [] if method is None else [method])
+        prediction.cam = cams.get(method)
+        return prediction
+
+    def explain(self, image: Image.Image, methods: list[str]) -> tuple[Prediction, dict[str, np.ndarray]]:
+        """One forward pass: the prediction, and the top class's map under each of ``methods``."""
         _, pooled, feature_map = self.forward(self.transform(image)[None])
         prediction = self.decide(pooled)[0]
-        if method is not None:
-            top = max(prediction.confidences, key=prediction.confidences.get)
-            prediction.cam = self.cam(feature_map[0], self.labels.index(top), method)
-        return prediction
+        top = self.labels.index(max(prediction.confidences, key=prediction.confidences.get))
+        return prediction, {m: self.cam(feature_map[0], top, m) for m in methods}
 
     def cam(self, feature_map: np.ndarray, target: int, method: str) -> np.ndarray:
         """(D, h, w) feature map -> (h, w) map in [0, 1] for class ``target``."""
@@ -181,6 +185,12 @@ def predict(image: Image.Image, method: str | None = None, opacity: float = 0.5)
     prediction = classifier.predict(image, method or classifier.cam_method)
     return {"label": headline(prediction, classifier.labels), "confidences": prediction.confidences}, \
         overlay(image, prediction.cam, opacity)
+
+
+def compare(image: Image.Image, opacity: float = 0.5) -> list[tuple[Image.Image, str]]:
+    """For the page's "Compare all methods": the top class's heatmap under every CAM method, each captioned."""
+    _, cams = get_classifier().explain(image, list(CAM_METHODS))
+    return [(overlay(image, cams[m], opacity), m) for m in CAM_METHODS]
 
 
 def headline(prediction: Prediction, labels: list[str]) -> str:

@@ -149,6 +149,7 @@ def app_url(trained_model):
     from space import app, image_io, inference
 
     inference._classifier = None  # load this model, whatever an earlier module loaded
+    app.unexpected.clear()
     demo = app.build_demo()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
@@ -156,3 +157,5 @@ def app_url(trained_model):
     yield f"http://127.0.0.1:{port}/"
     demo.close()
     os.environ.pop("MODEL_ID")
+    # Visitors see a generic message for an unexpected exception; the tests see the exception.
+    assert app.unexpected == [], app.unexpected

@@ -55,6 +55,22 @@ def test_predict_and_every_cam_method(which, random_resnet50, trained_model):
         assert blended.size == image.size and blended.mode == "RGB"
 
 
+def test_compare_gives_one_captioned_heatmap_per_method_from_one_pass(trained_model, monkeypatch):
+    """The page's "Compare all methods" (it once called a method the ONNX classifier no longer had)."""
+    monkeypatch.setattr(inference, "_classifier", inference.Classifier(trained_model[2]))
+    image = _validation("predator/3.jpg")
+    passes = []
+    forward = inference._classifier.forward
+    monkeypatch.setattr(inference._classifier, "forward", lambda pixels: passes.append(1) or forward(pixels))
+    shown = inference.compare(image, 0.5)
+    assert [method for _, method in shown] == list(inference.CAM_METHODS) and len(passes) == 1
+    alone = {m: inference._classifier.predict(image, m).cam for m in inference.CAM_METHODS}
+    for heatmap, method in shown:
+        assert heatmap.size == image.size
+        assert np.array_equal(np.asarray(heatmap), np.asarray(inference.overlay(image, alone[method], 0.5)))
+    assert len({np.asarray(h).tobytes() for h, _ in shown}) == len(shown)  # four different maps
+
+
 def test_overlay_colours_are_matplotlibs_jet():
     from matplotlib import colormaps
 
@@ -177,6 +193,9 @@ def test_app_end_to_end_with_bad_inputs(app_url, trained_model, tmp_path):
                                         "Grad-CAM", 0.5, api_name="/predict")
         assert label["label"] == file.split("/")[1]
         assert Image.open(heatmap).size == Image.open(DATA_DIR / file).size  # the image's own resolution
+    shown = client.predict(handle_file(str(DATA_DIR / file)), 0.5, api_name="/compare")
+    assert [item["caption"] for item in shown] == list(inference.CAM_METHODS)
+    assert all(Image.open(item["image"]).size == Image.open(DATA_DIR / file).size for item in shown)
     good = handle_file(str(DATA_DIR / "validation" / "alien" / "3.jpg"))
     for name, (data, message) in bad_uploads(tmp_path).items():
         if name == "big.jpg":
@@ -294,6 +313,30 @@ def test_real_browser_uploads_an_example_and_sees_label_and_heatmap(app_url, tra
         shutil.copy(shot, ROOT / "outputs" / "space_screenshot.png")  # for a person to look at
     finally:
         driver.quit()
+
+
+def test_every_event_the_page_wires_is_called_by_a_test(app_url):
+    """Each endpoint of build_demo is called by name somewhere in the suite (a button nobody pressed broke once)."""
+    from gradio_client import Client
+
+    endpoints = set(Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/predict", "/compare", "/classify", "/feedback"} <= endpoints
+    suite = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py") if p.name != "test_space.py")
+    suite += Path(__file__).read_text().split("def test_every_event_the_page_wires")[0]
+    assert [e for e in sorted(endpoints) if f'api_name="{e}"' not in suite] == []
+
+
+def test_the_catch_all_hides_the_traceback_from_visitors_but_records_it():
+    import gradio as gr
+
+    from space import app
+
+    before = len(app.unexpected)
+    with pytest.raises(gr.Error) as info, app.user_errors("comparison"):
+        raise AttributeError("'Classifier' object has no attribute 'features'")
+    assert "could not process this image" in str(info.value) and "features" not in str(info.value)
+    assert app.unexpected[before:] == ["comparison: AttributeError: 'Classifier' object has no attribute 'features'"]
+    app.unexpected[before:] = []
 
 
 @pytest.mark.slow
