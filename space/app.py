@@ -9,12 +9,13 @@ import io
 import json
 import logging
 import os
+import signal
 import tempfile
 
 import gradio as gr
 
 from . import inference
-from .feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset
+from .feedback import NEITHER, FeedbackRefused, FeedbackStore, configured_dataset, storage_folder
 from .image_io import MAX_FILE_BYTES, BadImage, limit_pillow, load_upload
 from .inference import CAM_METHODS, SPACE_ROOT, get_classifier
 from .texts import class_list, page_title
@@ -140,19 +141,31 @@ def feedback_store(classifier: inference.Classifier) -> FeedbackStore | None:
     dataset_id, token = configured_dataset(SPACE_ROOT), os.environ.get("HF_TOKEN")
     if not dataset_id or not token:
         return None
-    return FeedbackStore(dataset_id, classifier.labels, token)
+    return FeedbackStore(dataset_id, classifier.labels, token, storage_folder(SPACE_ROOT),
+                         training_datasets=inference.space_datasets())
+
+
+def client_key(request: gr.Request | None) -> str:
+    """Who the limit counts: behind a proxy (Spaces), the address it appended last to X-Forwarded-For (the
+    hops before it are whatever the client wrote); with no proxy, the peer's own address."""
+    if request is None:
+        return "?"
+    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
+    return forwarded or (request.client.host if request.client else "?")
 
 
 def send_feedback(store: FeedbackStore | None, path: str | None, label: str | None, client: str) -> str:
-    """One correction: checked like any upload, stored with the model's own answer."""
+    """One correction: the answer and the limits first, then the picture, checked like any upload and stored
+    with the model's own answer."""
     if store is None:
         raise gr.Error("This Space does not collect corrections (no feedback dataset or no write token is "
                        "configured).", print_exception=False)
     with user_errors("feedback"):
+        store.admit(label, client)
         image = load_upload(path)
         answer = inference.classify(image)
         return store.add(image, label, answer["label"], max(answer["confidences"].values()),
-                         answer["model"]["revision"], client=client)
+                         answer["model"]["revision"])
 
 
 def about(classifier: inference.Classifier) -> str:
@@ -202,31 +215,49 @@ def build_demo() -> gr.Blocks:
         if examples:
             gr.Examples(examples, inputs=image, label="Validation images (including any the model gets wrong)")
         store = feedback_store(classifier)
+        taking = store is not None and not store.off_reason
         with gr.Accordion("Wrong? Tell us the right answer", open=False, visible=store is not None):
-            gr.Markdown(PRIVACY)
-            right = gr.Radio([*classifier.labels, NEITHER], label="The right answer")
-            send = gr.Button("Send correction")
+            gr.Markdown(PRIVACY if taking else (store.off_reason if store else ""))
+            right = gr.Radio([*classifier.labels, NEITHER], label="The right answer", visible=taking)
+            send = gr.Button("Send correction", visible=taking)
             thanks = gr.Markdown()
         answer = gr.JSON(visible=False)
-        run.click(predict, [image, method, opacity], [label, heatmap], api_name="predict")
-        run_all.click(compare, [image, opacity], gallery, api_name="compare")
-        gr.Button(visible=False).click(classify, [image], answer, api_name="classify")  # API only
+        # Every event decodes a picture: one queue for all of them, DECODING at a time (memory is per decode).
+        decoding = {"concurrency_id": "decode", "concurrency_limit": DECODING}
+        run.click(predict, [image, method, opacity], [label, heatmap], api_name="predict", **decoding)
+        run_all.click(compare, [image, opacity], gallery, api_name="compare", **decoding)
+        gr.Button(visible=False).click(classify, [image], answer, api_name="classify", **decoding)  # API only
 
         def feedback(path: str | None, label: str | None, request: gr.Request) -> str:
-            return send_feedback(store, path, label, request.client.host if request and request.client else "?")
+            return send_feedback(store, path, label, client_key(request))
 
-        send.click(feedback, [image, right], thanks, api_name="feedback")
+        send.click(feedback, [image, right], thanks, api_name="feedback", **decoding)
     demo.feedback_store = store  # for shutdown and tests
-    # Requests queue up (and wait) instead of failing; one runs at a time on 2 cores.
-    demo.queue(default_concurrency_limit=1, max_size=512)
+    demo.queue(max_size=512)  # requests wait in line instead of failing
     return demo
+
+
+DECODING = 2
+
+
+def interrupt(*_) -> None:
+    """SIGTERM as Ctrl-C: Gradio's launch then closes the server and returns."""
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     get_classifier()  # load the model once, at start-up
-    build_demo().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-                        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                        max_file_size=MAX_FILE_BYTES, show_error=True)
+    demo = build_demo()
+    # A restart (SIGTERM, as every Space restart sends) or Ctrl-C stops the server; the corrections on disk are
+    # pushed on the way out, and whatever the Hub does not take waits on disk for the next start.
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+                    server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                    max_file_size=MAX_FILE_BYTES, show_error=True)
+    finally:
+        if demo.feedback_store is not None:
+            demo.feedback_store.stop()
 
 
 if __name__ == "__main__":

@@ -153,14 +153,23 @@ _classifier: Classifier | None = None
 SPACE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def front_matter() -> dict:
+    """This Space's README YAML (``models:``, ``datasets:``), or {}."""
+    readme = os.path.join(SPACE_ROOT, "README.md")
+    text = open(readme, encoding="utf-8").read() if os.path.isfile(readme) else ""
+    return (yaml.safe_load(text.split("---")[1]) or {}) if text.startswith("---") else {}
+
+
+def space_datasets() -> tuple[str, ...]:
+    """The datasets this Space's model is trained and published from (README ``datasets:``)."""
+    return tuple(front_matter().get("datasets") or ())
+
+
 def model_id() -> str:
     """MODEL_ID from the environment, else the first of ``models:`` in this Space's README."""
     if os.environ.get("MODEL_ID"):
         return os.environ["MODEL_ID"]
-    readme = os.path.join(SPACE_ROOT, "README.md")
-    text = open(readme, encoding="utf-8").read() if os.path.isfile(readme) else ""
-    front_matter = text.split("---")[1] if text.startswith("---") else ""
-    models = (yaml.safe_load(front_matter) or {}).get("models") or []
+    models = front_matter().get("models") or []
     if not models:
         raise RuntimeError("no model to load: set MODEL_ID or list one under `models:` in README.md")
     return models[0]

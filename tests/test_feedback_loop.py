@@ -12,11 +12,12 @@ from tests.conftest import DATA_DIR, TOKEN
 
 
 @pytest.fixture(scope="module")
-def feedback_app(trained_model):
+def feedback_app(trained_model, tmp_path_factory):
     """The Space's app with corrections going to demo/avp-feedback-test, flushed every second."""
     from localhub.ctl import free_port
 
-    os.environ.update(MODEL_ID=trained_model[2], FEEDBACK_DATASET="demo/avp-feedback-test", FEEDBACK_FLUSH_SECONDS="1")
+    os.environ.update(MODEL_ID=trained_model[2], FEEDBACK_DATASET="demo/avp-feedback-test", FEEDBACK_FLUSH_SECONDS="1",
+                      FEEDBACK_DIR=str(tmp_path_factory.mktemp("feedback")))
     from space import app, image_io, inference
 
     inference._classifier = None
@@ -27,7 +28,7 @@ def feedback_app(trained_model):
     yield f"http://127.0.0.1:{port}/", demo
     demo.close()
     demo.feedback_store.stop()
-    for name in ("MODEL_ID", "FEEDBACK_DATASET", "FEEDBACK_FLUSH_SECONDS"):
+    for name in ("MODEL_ID", "FEEDBACK_DATASET", "FEEDBACK_FLUSH_SECONDS", "FEEDBACK_DIR"):
         os.environ.pop(name)
 
 

@@ -29,9 +29,16 @@ def test_retrain_merges_a_passing_candidate_and_leaves_one_failing_on_ece_open(h
         return run_module("training.retrain", "--dataset_id", hub_dataset, "--model_id", model_id,
                           "--output_dir", str(tmp_path / "run"), "--study_dir", str(tmp_path / "none"), *extra)
 
+    trained_on = api.dataset_info(hub_dataset).sha
     first = retrain("--backbone", lite0, *SMALL)  # a new repo: the first model goes to main directly
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["data"]["dataset_revision"] == trained_on and len(results["data"]["validation_fingerprint"]) == 16
+    # The dataset moves on; a retrain still reads the commit main was trained on (run.json), so the gate
+    # compares the two on one validation split.
+    api.upload_file(path_or_fileobj=b"a later note", path_in_repo="NOTE.md", repo_id=hub_dataset,
+                    repo_type="dataset")
+    assert api.dataset_info(hub_dataset).sha != trained_on
 
     def main_claims(ece: float, other: float, message: str) -> str:
         """Replace main's results.json: ECE ``ece``, every other gate figure at its worst (``other`` = 0) or best."""
@@ -61,6 +68,7 @@ def test_retrain_merges_a_passing_candidate_and_leaves_one_failing_on_ece_open(h
     assert _accuracy_in_card(model_id) == round(results["validation"]["accuracy"], 4)
     run = json.loads((tmp_path / "run" / "run.json").read_text())["args"]
     assert run["seed"] == 7 and run["backbone"] == lite0 and run["max_train_samples"] == 160
+    assert run["dataset_revision"] == trained_on and f"at commit `{trained_on[:12]}`" in ModelCard.load(model_id).text
     # One path for every pushed model: the merged retrain's card has the sections of a model pushed by
     # training.train's path (the session's test model), faithfulness included, and config.json its cam_method.
     assert headings(model_id) == headings(trained_model[2])

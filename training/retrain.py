@@ -4,8 +4,10 @@
         --space_id demo/alien-vs-predator [--feedback_dataset demo/alien-vs-predator-feedback] \
         [--force | --no_merge] [--epochs 12 --seed 1 ...]
 
-Training settings come from the model repo's ``run.json`` (the last run's arguments); any
-``TrainArguments`` flag given here overrides them. The candidate is pushed as a pull request on
+Training settings come from the model repo's ``run.json`` (the last run's arguments), the dataset's
+commit included, so the candidate is measured on main's validation split; any ``TrainArguments`` flag given
+here overrides them (``--dataset_revision main``: the dataset's newest commit; the gate then refuses to
+compare figures measured on another validation split). The candidate is pushed as a pull request on
 the model repo whose description compares it with ``main`` (training/publishing/gate.py); it is merged, and
 the Space refreshed, only when every rule of the gate passes: leak-free accuracy not worse, ECE and the
 validation "neither" rate within their limits or not worse, OOD AUROC not down by more than 0.01.
@@ -27,7 +29,16 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from .cli import parse
 from .errors import UserError, hub_errors
 from .publish_space import SpaceArguments, publish_space
-from .publishing.gate import GATE_METRIC, MAX_ECE, MAX_NEITHER, comparison_table, decide, failures, metrics
+from .publishing.gate import (
+    GATE_METRIC,
+    MAX_ECE,
+    MAX_NEITHER,
+    comparison_table,
+    decide,
+    failures,
+    metrics,
+    other_split,
+)
 from .train import DEPRECATED, TrainArguments, release
 
 REPLACED = {"dataset", "dataset_id", "model_id", "push_to_hub", "output_dir", "resume"}  # set by this command
@@ -75,6 +86,8 @@ def main() -> None:
                         help="gate: share of validation answered neither at most this, or not worse")
     known, overrides = parser.parse_known_args()
     saved, current = current_run(known.model_id)
+    if saved.get("dataset_id") != known.dataset_id:  # main's commit belongs to main's dataset
+        saved.pop("dataset_revision", None)
     args = training_arguments(saved, overrides, known.dataset_id, known.model_id, known.output_dir)
     limits = {"max_ece": known.max_ece, "max_neither": known.max_neither}
 
@@ -95,6 +108,10 @@ def main() -> None:
     print(comparison_table(current, results, results.get("feedback"), **limits))
     failed = failures(current, results, **limits)
     action = decide(current is None, failed, known.force, known.no_merge)
+    mismatch = None if current is None else other_split(current, results)
+    if mismatch and action == "merge" and not known.force:
+        raise UserError(f"not merged: {mismatch}; pull request #{info.pr_num} stays open ({info.pr_url}); "
+                        "--force merges it anyway")
     if action == "first":
         print(f"pushed the first model of {known.model_id}: {info.commit_url}")
     elif action == "review":

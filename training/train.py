@@ -30,7 +30,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_
 from .pipeline.model import build_model, data_config, save_model
 from .pipeline.onnx_export import export_and_check
 from .pipeline.ood_set import OODImage, describe, ood_images
+from .pipeline.provenance import dataset_commit
 from .pipeline.runinfo import peak_rss_mib, run_info
 from .pipeline.runtime import BACKBONE_ONNX, backbone_extractor, choose_runtime_once, process_state, run_accelerator
 from .pipeline.stages import tuning_hint
@@ -83,7 +84,13 @@ class Extracted:
     fold_of: np.ndarray | None = None  # tuned stages: the folds the fold banks left out
 
 
+def pinned(args: TrainArguments) -> TrainArguments:
+    """``args`` with the dataset's revision resolved to the commit it is at now (a folder has none)."""
+    return replace(args, dataset_revision=dataset_commit(args.dataset_id, args.dataset_revision))
+
+
 def train(args: TrainArguments) -> dict:
+    args = pinned(args)  # every later read of the dataset sees this commit
     started = time.time()
     keep_freed_memory()
     state = process_state()
@@ -200,6 +207,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
+    results["data"] = asdict(data.record)
     results.update(selected_on=state.get("selected_on", "holdout"), holdout_missing=data.holdout_missing,
                    holdout_minimum=holdout_minimum(args.holdout_fraction))
     results["not_measured"] = unmeasured(results)
@@ -256,6 +264,7 @@ def release(args: TrainArguments, study_dir: Path | None = None, create_pr: bool
     ``describe(results)`` gives the commit message and description (the gate's table for a pull request).
     Under several processes only the main one measures and pushes.
     """
+    args = pinned(args)  # training, the ONNX check, faithfulness and the card read the same commit
     results = train(args)
     if not PartialState().is_main_process:
         return Released(results, None, None)
@@ -266,7 +275,7 @@ def publish_run(args: TrainArguments, results: dict, study_dir: Path | None = No
                 describe: Callable[[dict], tuple[str | None, str | None]] | None = None) -> Released:
     """A trained run (``args.output_dir``) to the Hub: ONNX behind its parity gate (a failure pushes nothing),
     faithfulness, the card, one commit."""
-    validation = load_splits(args.dataset_id, args.validation_fraction, args.seed)["validation"]
+    validation = load_splits(args.dataset_id, args.validation_fraction, args.seed, args.dataset_revision)["validation"]
     export_and_check(Path(args.output_dir), (to_rgb(row["image"]) for row in validation),
                      f"validation (all {len(validation)} images)")
     faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=args.output_dir, dataset_id=args.dataset_id,

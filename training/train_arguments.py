@@ -69,6 +69,9 @@ class TrainArguments:
         "help": "share of training images (cross-fitted) past the second limit: answered neither"})
     faithfulness_images: int = field(default=40, metadata={
         "help": "leak-free validation images the heatmaps' faithfulness is measured on (with --push_to_hub)"})
+    dataset_revision: str | None = field(default=None, metadata={
+        "help": "the dataset's branch, tag or commit (default: main); resolved to a commit at start and recorded, "
+                "so a retrain reads the same data unless told otherwise"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "the Space's corrections (dataset id): checked, de-duplicated, added to train only"})
     unfreeze_last_stages: str = field(default="0", metadata={

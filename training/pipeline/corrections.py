@@ -23,11 +23,12 @@ from .images import NEAR_DUPLICATE_BITS as NEAR
 from .images import BadImageError, decode_image, fingerprint, split_fingerprints
 
 
-def take_in(feedback_id: str, train: Dataset, validation: Dataset) -> tuple[Dataset, list, dict]:
+def take_in(feedback_id: str, train: Dataset, validation: Dataset, revision: str | None = None
+            ) -> tuple[Dataset, list, dict]:
     """(train with the accepted class corrections, "neither" images, report with counts and reasons)."""
     try:
         with hub_errors(f"loading feedback dataset {feedback_id}"):
-            rows = load_dataset(feedback_id, split="train")
+            rows = load_dataset(feedback_id, split="train", revision=revision)
     except EmptyDatasetError:  # the Space made the repo, nobody has sent a correction yet
         rows = []
     names = train.features["label"].names

@@ -15,9 +15,11 @@ from ..errors import UserError, hub_errors
 from .augment import batch_transform, build_transform
 from .corrections import take_in
 from .images import near_duplicate_groups, split_fingerprints
+from .provenance import DataRecord, dataset_commit, validation_fingerprint
 
 
-def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -> DatasetDict:
+def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42,
+                revision: str | None = None) -> DatasetDict:
     """A Hub dataset id, a ``save_to_disk`` folder, or an image folder (checked by training.dataset).
 
     A dataset with a train split but no validation split (as ``imagefolder`` pushes a single folder)
@@ -38,7 +40,7 @@ def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42) -
                                                     seed=seed))
     else:
         with hub_errors(f"loading dataset {source}"):
-            dataset = load_dataset(source)
+            dataset = load_dataset(source, revision=revision)
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset})
     check_columns(dataset, source)
@@ -56,7 +58,7 @@ def measured_validation(source: str, run: dict, where: str) -> Dataset:
     if missing:
         raise UserError(f"{where} has no {' or '.join(missing)}: the split the model was measured on cannot be "
                         "made again; retrain the model with this version")
-    return load_splits(source, run["validation_fraction"], run["seed"])["validation"]
+    return load_splits(source, run["validation_fraction"], run["seed"], run.get("dataset_revision"))["validation"]
 
 
 def check_columns(dataset: DatasetDict, source: str) -> None:
@@ -157,10 +159,11 @@ class TrainingData:
     neither: list  # visitors' "neither" images: OOD examples for choosing the method
     groups: np.ndarray  # a near-duplicate group id per train image: the cross-fitting folds keep groups whole
     holdout_missing: list[str]  # classes with no holdout image (too few in train)
+    record: DataRecord  # which data, at which commits
 
 
 def training_data(args) -> TrainingData:
-    dataset = load_splits(args.dataset_id, args.validation_fraction, args.seed)
+    dataset = load_splits(args.dataset_id, args.validation_fraction, args.seed, args.dataset_revision)
     train_split, validation = dataset["train"], dataset["validation"]
     if "leak" in validation.column_names and all(validation["leak"]):
         raise UserError(f"dataset {args.dataset_id}: all {len(validation)} validation images duplicate training images "
@@ -171,12 +174,16 @@ def training_data(args) -> TrainingData:
     train_split, holdout, holdout_missing = holdout_split(train_split, args.holdout_fraction, args.seed)
     files = (list(train_split["file"]) if "file" in train_split.column_names
              else [f"train/{i}" for i in range(len(train_split))])
-    feedback, neither = None, []
+    feedback, neither, feedback_revision = None, [], None
     if args.feedback_dataset:  # after the holdout split: corrections join train only
-        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation)
+        feedback_revision = dataset_commit(args.feedback_dataset)  # its newest corrections, at a recorded commit
+        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation, feedback_revision)
         files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
+    record = DataRecord(args.dataset_id, args.dataset_revision, args.feedback_dataset, feedback_revision,
+                        {"train": len(train_split), "holdout": len(holdout), "validation": len(validation)},
+                        validation_fingerprint(validation))
     return TrainingData(train_split, holdout, validation, train_split.features["label"].names, files, feedback,
-                        neither, duplicate_groups(train_split), holdout_missing)
+                        neither, duplicate_groups(train_split), holdout_missing, record)
 
 
 def duplicate_groups(split: Dataset) -> np.ndarray:

@@ -62,6 +62,20 @@ def rules(current: dict | None, candidate: dict, max_ece: float = MAX_ECE, max_n
     ]
 
 
+def other_split(current: dict | None, candidate: dict) -> str | None:
+    """Why main's figures and the candidate's cannot be compared (measured on different validation splits), or
+    None: the same split, or a run that did not record its split (an older main)."""
+    before, after = ((r or {}).get("data") or {} for r in (current, candidate))
+    if not before.get("validation_fingerprint") or not after.get("validation_fingerprint"):
+        return None
+    if before["validation_fingerprint"] == after["validation_fingerprint"]:
+        return None
+    return (f"main was measured on another validation split (dataset {before.get('dataset_id')} at "
+            f"{(before.get('dataset_revision') or 'a folder')[:12]}, fingerprint {before['validation_fingerprint']}) "
+            f"than the candidate ({after.get('dataset_id')} at {(after.get('dataset_revision') or 'a folder')[:12]}, "
+            f"fingerprint {after['validation_fingerprint']}): their figures cannot be compared")
+
+
 def decide(first: bool, failed: list[Rule], force: bool = False, no_merge: bool = False) -> str:
     """What retraining does with a candidate: "first" (a new repo: it went to main), "review" (the pull request
     waits for a person), "merge" (every rule passes, or --force) or "refuse" (the pull request stays open)."""
@@ -93,6 +107,8 @@ def comparison_table(current: dict | None, candidate: dict, feedback: dict | Non
     lines.append(f"| {f1} | reported | {shown(metrics(current).get(f1))} | {shown(metrics(candidate)[f1])} | |")
     failed = [r.name for r in checked if not r.passes] if current else []
     verdict = "not worse: merge" if not failed else f"worse ({', '.join(failed)}): keep main"
+    mismatch = other_split(current, candidate)
+    verdict = f"not comparable: {mismatch}; keep main" if mismatch else verdict
     lines += ["", f"Gate: **{verdict}**."]
     if feedback:
         lines.append(f"Feedback: {feedback['received']} received, {feedback['added']} added, "
