@@ -18,8 +18,9 @@ from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 from space.texts import TITLE_CHARACTERS, page_title
 
 from .cli import parse
-from .errors import hub_errors
+from .errors import UserError, hub_errors
 from .pipeline.data import measured_validation
+from .publishing.visibility import check_images_may_go, is_private
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
 # The Space repo: app.py (space/launcher.py), README.md and requirements.txt at its root, the package in space/.
@@ -38,6 +39,8 @@ class SpaceArguments:
     title: str | None = field(default=None, metadata={"help": "the page's title (default: from the class names)"})
     description: str | None = field(default=None, metadata={"help": "one line under the title (markdown)"})
     private: bool = False
+    allow_private_images: bool = field(default=False, metadata={
+        "help": "let example images of a private dataset go into a public Space"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "collect visitors' corrections in this (private) dataset repo; the Space needs HF_TOKEN to write"})
 
@@ -77,7 +80,18 @@ def published_text(api: HfApi, space_id: str) -> dict:
 
 
 def publish_space(args: SpaceArguments) -> str:
+    if args.feedback_dataset == args.dataset_id:
+        raise UserError(f"the feedback dataset {args.feedback_dataset} is the training dataset: visitors' pictures "
+                        "would be published with it; name another (for example <dataset>-feedback)")
+    check_images_may_go(args.dataset_id, args.space_id, "space", args.private, "the Space's example images",
+                        args.allow_private_images)
     api = HfApi()
+    if args.feedback_dataset:
+        with hub_errors(f"making the feedback dataset {args.feedback_dataset}"):
+            api.create_repo(args.feedback_dataset, repo_type="dataset", private=True, exist_ok=True)
+        if not is_private(args.feedback_dataset, "dataset"):  # exist_ok keeps an existing repo's visibility
+            raise UserError(f"the feedback dataset {args.feedback_dataset} is public: visitors' pictures must stay "
+                            "private; make it private or name another")
     with hub_errors(f"publishing Space {args.space_id}"), tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, published in ROOT_FILES.items():
@@ -102,7 +116,6 @@ def publish_space(args: SpaceArguments) -> str:
         card.save(folder / "README.md")
         (folder / "space.json").write_text(json.dumps({"title": title, "description": args.description}))
         if args.feedback_dataset:
-            api.create_repo(args.feedback_dataset, repo_type="dataset", private=True, exist_ok=True)
             (folder / "feedback.json").write_text(json.dumps({"dataset_id": args.feedback_dataset}))
         (folder / "examples").mkdir()
         for name, data in examples:

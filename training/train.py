@@ -52,7 +52,14 @@ from .pipeline.extractor import compile_pays, image_features, keep_freed_memory
 from .pipeline.features import FeatureBank, feature_passes, split_features, write_bank
 from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits
 from .pipeline.metrics import class_balance, evaluate_validation, save_confusion_matrix, save_per_class
-from .pipeline.mislabels import compare_dropping, find_suspects, kept_rows, out_of_fold_probabilities, save_thumbnails
+from .pipeline.mislabels import (
+    compare_dropping,
+    find_suspects,
+    kept_rows,
+    out_of_fold_probabilities,
+    pictured,
+    save_thumbnails,
+)
 from .pipeline.model import build_model, data_config, save_model
 from .pipeline.onnx_export import export_and_check
 from .pipeline.ood_set import OODImage, describe, ood_images
@@ -63,6 +70,7 @@ from .pipeline.stages import tuning_hint
 from .pipeline.trust import calibrate, fit_ood
 from .pipeline.unfreeze import stage_banks
 from .publishing.model_card import push_model
+from .publishing.visibility import check_images_may_go
 from .train_arguments import DEPRECATED, TrainArguments
 
 
@@ -218,8 +226,8 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
         extra = {"ood": ood_config, "calibration": {"temperature": calibration["temperature"],
                                                     "fitted_on": calibration["fitted_on"], "folded_into_head": True}}
         save_outputs(x.model, results, args, data.class_names, output_dir, x.config, extra, ood_statistics)
-        save_thumbnails([data.train[s["index"]]["image"] for s in mislabels["suspects"]], mislabels["suspects"],
-                        output_dir / "suspects.png")
+        shown = pictured(mislabels["suspects"])  # never a visitor's correction: those are listed by row only
+        save_thumbnails([data.train[s["index"]]["image"] for s in shown], shown, output_dir / "suspects.png")
     return results
 
 
@@ -265,6 +273,9 @@ def release(args: TrainArguments, study_dir: Path | None = None, create_pr: bool
     Under several processes only the main one measures and pushes.
     """
     args = pinned(args)  # training, the ONNX check, faithfulness and the card read the same commit
+    if args.push_to_hub and args.model_id:  # said before training, not after (push_model checks again)
+        check_images_may_go(args.dataset_id, args.model_id, "model", args.private,
+                            "the card's suspects and heatmaps", args.allow_private_images)
     results = train(args)
     if not PartialState().is_main_process:
         return Released(results, None, None)

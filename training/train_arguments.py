@@ -69,6 +69,8 @@ class TrainArguments:
         "help": "share of training images (cross-fitted) past the second limit: answered neither"})
     faithfulness_images: int = field(default=40, metadata={
         "help": "leak-free validation images the heatmaps' faithfulness is measured on (with --push_to_hub)"})
+    allow_private_images: bool = field(default=False, metadata={
+        "help": "let images of a private dataset (the card's suspects and heatmaps) go into a public model repo"})
     dataset_revision: str | None = field(default=None, metadata={
         "help": "the dataset's branch, tag or commit (default: main); resolved to a commit at start and recorded, "
                 "so a retrain reads the same data unless told otherwise"})

@@ -76,6 +76,12 @@ def compare_dropping(linear, bank: FeatureBank, keep: torch.Tensor, validation: 
             "recipe": f"{args.epochs} head epochs, last epoch, no test-time augmentation, all validation"}
 
 
+def pictured(suspects: list[dict]) -> list[dict]:
+    """The suspects whose picture may be shown: none of the visitors' corrections (``feedback/<row>``), which
+    the card lists by row number only."""
+    return [s for s in suspects if not str(s["file"]).startswith("feedback/")]
+
+
 def save_thumbnails(images: list, suspects: list[dict], path: Path, columns: int = 5) -> None:
     """A grid of the suspects with their given and suggested labels."""
     import matplotlib

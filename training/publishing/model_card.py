@@ -10,6 +10,7 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 
 from ..errors import hub_errors
 from ..pipeline.metrics import MANY_CLASSES
+from .visibility import check_images_may_go
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
 UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "onnx/model.onnx", "onnx.json", "README.md",
@@ -61,6 +62,9 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 
 
+IMAGE_EVIDENCE = ("suspects.png", "faithfulness.png")  # pictures of the dataset's own images
+
+
 def push_model(output_dir: Path, repo_id: str, args, private: bool = False, study_dir: Path | None = None,
                message: str | None = None, create_pr: bool = False, description: str | None = None) -> CommitInfo:
     """Upload the saved model, its card and the run's evidence as one commit (on ``main``, or as a pull
@@ -86,6 +90,9 @@ def push_model(output_dir: Path, repo_id: str, args, private: bool = False, stud
     full, clean = results["validation"], results["validation_leak_free"]
     message = message or (f"Train {args.backbone} head: validation accuracy {full['accuracy']:.4f} "
                           f"(leak-free {clean['accuracy']:.4f})")
+    if any((output_dir / "model" / name).is_file() for name in IMAGE_EVIDENCE):
+        check_images_may_go(args.dataset_id, repo_id, "model", private, f"the card's {' and '.join(IMAGE_EVIDENCE)}",
+                            args.allow_private_images)
     api = HfApi()
     with hub_errors(f"pushing model {repo_id}"):
         api.create_repo(repo_id, private=private, exist_ok=True)
