@@ -7,12 +7,14 @@ pixel is decoded; big JPEGs are decoded at reduced scale with ``Image.draft``.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 16_000_000  # for formats decoded in full (JPEG is drafted down instead)
+MAX_PIXELS = 16_000_000  # for formats decoded in full (a baseline JPEG is drafted down instead)
+MAX_PROGRESSIVE_PIXELS = 24_000_000  # a progressive JPEG is drafted too, but libjpeg holds all its coefficients
 MIN_SIDE = 16
 MAX_ASPECT = 20
 WORK_SIDE = 1024  # images are shrunk to at most this before the model and the heatmap
@@ -20,8 +22,10 @@ FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"}
 
 
 def limit_pillow() -> None:
-    """Pillow refuses anything above twice this at open, before decoding (set once by the server's start-up)."""
+    """Pillow refuses anything above this at open, before decoding: its bomb warning (between 1x and 2x) is an
+    error too (set once by the server's start-up)."""
     Image.MAX_IMAGE_PIXELS = 4 * MAX_PIXELS
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 class BadImage(ValueError):
@@ -33,7 +37,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
+        array = np.asarray(image, dtype=np.float32)
         lo, hi = float(array.min()), float(array.max())
         array = (array - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(array)
         return Image.fromarray(array.astype(np.uint8)).convert("RGB")
@@ -63,8 +67,9 @@ def load_upload(path: str | os.PathLike | None) -> Image.Image:
         image = Image.open(path)
     except UnidentifiedImageError:
         raise BadImage("This file is not an image (its content is no known picture format).") from None
-    except Image.DecompressionBombError:
-        raise BadImage("The image has far too many pixels (a decompression bomb?); refused.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"The image has far too many pixels (over {4 * MAX_PIXELS // 1_000_000} megapixels: a "
+                       "decompression bomb?); refused.") from None
     width, height = image.size
     if image.format not in FORMATS:
         raise BadImage(f"{image.format} images are not supported: use JPEG, PNG, WebP, GIF, BMP or TIFF.")
@@ -72,6 +77,9 @@ def load_upload(path: str | os.PathLike | None) -> Image.Image:
         raise BadImage(f"The image is {width}×{height} pixels: too thin to classify (aspect ratio > {MAX_ASPECT}).")
     if min(width, height) < MIN_SIDE:
         raise BadImage(f"The image is {width}×{height} pixels: too small (each side needs ≥ {MIN_SIDE}).")
+    if image.format in ("JPEG", "MPO") and image.info.get("progressive") and width * height > MAX_PROGRESSIVE_PIXELS:
+        raise BadImage(f"The image has too many pixels ({width}×{height}) for a progressive JPEG; the limit is "
+                       f"{MAX_PROGRESSIVE_PIXELS // 1_000_000} megapixels: save it as a baseline JPEG or smaller.")
     if image.format in ("JPEG", "MPO"):
         image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # DCT scaling: a 40 MP JPEG decodes at 1/8 size, cheaply
     elif width * height > MAX_PIXELS:
@@ -83,6 +91,10 @@ def load_upload(path: str | os.PathLike | None) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"The image is damaged or truncated and can't be decoded ({e}).") from None
+    if image.mode.startswith("I;16"):  # 16-bit: made small in 32-bit integers first, then rescaled to 8 bits
+        image = image.convert("I")
+    if image.mode in ("I", "F") and max(image.size) > WORK_SIDE:
+        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
     image = ImageOps.exif_transpose(image)
     image = to_rgb(image)
     if max(image.size) > WORK_SIDE:

@@ -176,6 +176,32 @@ def test_big_jpeg_is_decoded_small_and_cheaply(tmp_path):
     assert max(image.size) <= image_io.WORK_SIDE
 
 
+def test_a_huge_progressive_jpeg_is_refused_before_decoding_and_16_bit_is_made_small_first(tmp_path):
+    progressive = tmp_path / "progressive.jpg"
+    Image.new("RGB", (6000, 5000), (90, 20, 20)).save(progressive, quality=50, progressive=True)  # 30 MP
+    started = time.monotonic()
+    with pytest.raises(image_io.BadImage, match="progressive JPEG; the limit is 24 megapixels"):
+        image_io.load_upload(progressive)
+    assert time.monotonic() - started < 1  # refused from the header: nothing was decoded
+    baseline = tmp_path / "baseline.jpg"
+    Image.new("RGB", (6000, 5000), (90, 20, 20)).save(baseline, quality=50)
+    assert max(image_io.load_upload(baseline).size) <= image_io.WORK_SIDE  # drafted: no full decode to hold
+    deep = tmp_path / "deep.png"
+    ramp = (np.arange(3000 * 4000, dtype=np.uint32).reshape(3000, 4000) % 60000 + 1000).astype(np.uint16)
+    Image.fromarray(ramp).save(deep)
+    image = image_io.load_upload(deep)
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and max(image.size) == image_io.WORK_SIDE and pixels.min() <= 2 and pixels.max() >= 253
+
+
+def test_pillows_bomb_warning_is_an_error_once_the_server_sets_its_limits(tmp_path):
+    image_io.limit_pillow()
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png(Image.new("L", (9000, 9000))))  # 81 MP: between Pillow's warning and its error
+    with pytest.raises(image_io.BadImage, match="decompression bomb"):
+        image_io.load_upload(path)
+
+
 def _correct_examples(trained_model, n: int):
     """Validation files the test model gets right and is sure of (not "unsure" or "neither")."""
     classifier = inference.Classifier(trained_model[2])
