@@ -92,3 +92,20 @@ def test_localhub_quick():
     rows = {r[0]: r[1] for r in _rows(result.stdout)}
     assert float(rows["8 MB LFS upload: server peak RSS growth"].split()[0]) < 100  # streamed, never held whole
     assert all(float(rows[k].split()[0]) > 0 for k in rows if k.startswith("repo_info"))
+
+
+@pytest.mark.slow
+def test_upload_memory_answers_or_refuses_every_worst_case_upload():
+    import json
+
+    result = run_module("bench.upload_memory")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    uploads = [line for line in lines if "upload" in line]
+    assert len(uploads) == 10 and lines[-1]["peak_over_idle"] > 0
+    for line in uploads:  # a class of the random model, or a refusal that says why (never the generic message)
+        assert line["answer"] in ("a", "b", "neither") or (
+            line["answer"].startswith("refused:") and "could not process" not in line["answer"]), line
+    refused = {line["upload"] for line in uploads if line["answer"].startswith("refused:")}
+    assert {"progressive_100mp.jpg", "bomb_81mp.png", "onebit_144mp.png"} <= refused
+    assert "baseline_100mp.jpg" not in refused and "deep_16mp.png" not in refused

@@ -45,6 +45,9 @@ def test_a_public_space_gets_no_private_examples_and_no_public_or_training_feedb
         publish_space(SpaceArguments("demo/leaky-space", "demo/any-model", "demo/public-pics",
                                      feedback_dataset="demo/public-feedback"))
     assert not api.repo_exists("demo/leaky-space", repo_type="space")  # nothing pushed
+    with pytest.raises(UserError) as allowed:  # the flag lets the images through: what stops it now is the model
+        publish_space(SpaceArguments("demo/leaky-space", "demo/any-model", private_pictures, allow_private_images=True))
+    assert "--allow_private_images" not in str(allowed.value), str(allowed.value)
 
 
 def test_training_on_a_private_dataset_for_a_public_model_stops_before_training(private_pictures, tmp_path):
@@ -55,6 +58,10 @@ def test_training_on_a_private_dataset_for_a_public_model_stops_before_training(
     with pytest.raises(UserError, match="--allow_private_images"):
         release(args)
     assert not HfApi().repo_exists("demo/leaky-trained") and not any(tmp_path.iterdir())
+    with pytest.raises(UserError) as allowed:  # past the check with the flag: the empty dataset stops it
+        release(TrainArguments(dataset_id=private_pictures, model_id="demo/leaky-trained", push_to_hub=True,
+                               output_dir=str(tmp_path), allow_private_images=True))
+    assert "--allow_private_images" not in str(allowed.value) and private_pictures in str(allowed.value)
 
 
 def test_visitors_corrections_are_never_pictured_only_listed():

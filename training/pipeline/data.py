@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load_from_disk
+from datasets.data_files import EmptyDatasetError
 
 from ..errors import UserError, hub_errors
 from .augment import batch_transform, build_transform
@@ -39,8 +40,11 @@ def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42,
         dataset, _ = build_dataset(DatasetArguments(data_dir=str(path), validation_fraction=validation_fraction,
                                                     seed=seed))
     else:
-        with hub_errors(f"loading dataset {source}"):
-            dataset = load_dataset(source, revision=revision)
+        try:
+            with hub_errors(f"loading dataset {source}"):
+                dataset = load_dataset(source, revision=revision)
+        except EmptyDatasetError:
+            raise UserError(f"dataset {source}: no data files (an empty repo?); push the images first") from None
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset})
     check_columns(dataset, source)
