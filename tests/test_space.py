@@ -68,7 +68,7 @@ def test_compare_gives_one_captioned_heatmap_per_method_from_one_pass(trained_mo
     for heatmap, method in shown:
         assert heatmap.size == image.size
         assert np.array_equal(np.asarray(heatmap), np.asarray(inference.overlay(image, alone[method], 0.5)))
-    assert len({np.asarray(h).tobytes() for h, _ in shown}) == len(shown)  # four different maps
+    assert len({np.asarray(h).tobytes() for h, _ in shown}) >= 3  # CAM = Grad-CAM for a linear head; the rest differ
 
 
 def test_overlay_colours_are_matplotlibs_jet():
