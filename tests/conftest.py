@@ -52,8 +52,8 @@ SLOW_FIXTURES = {"trained_model", "app_url", "feedback_app"}
 
 # The longest modules first (measured), so that xdist's workers, which take whole modules, finish together.
 LONGEST_FIRST = ["test_small_folders.py", "test_stages_runs.py", "test_bench.py", "test_cli.py", "test_retrain.py",
-                 "test_train.py", "test_feedback_loop.py", "test_space.py", "test_any_folder.py", "test_dataset.py",
-                 "test_trust.py"]
+                 "test_train.py", "test_feedback_loop.py", "test_space.py", "test_corrections_kept.py",
+                 "test_space_controls.py", "test_any_folder.py", "test_dataset.py", "test_trust.py"]
 
 
 def pytest_collection_modifyitems(config, items):
