@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -75,6 +76,43 @@ def test_browser_page_gives_pythons_top1_on_twenty_images(trained_model, tmp_pat
             gaps.append(max(abs(answer["probabilities"][k] - expected[k]) for k in expected))
         assert agree == len(files) == 20, (agree, gaps)
         assert max(gaps) < 1e-2, gaps  # Pillow's resize is reproduced up to its fixed-point rounding
+    finally:
+        driver.quit()
+        server.shutdown()
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="Debian's chromium and chromium-driver are not installed (make test installs them via apt)")
+def test_the_pages_file_control_answers_a_picture_and_says_what_is_wrong_with_a_non_picture(trained_model, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    picture = DATA_DIR / "validation" / "predator" / "3.jpg"
+    site = _site(tmp_path, trained_model[2], [picture])
+    server = _serve(site)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    wait = WebDriverWait(driver, 120)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a picture")
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        answer = lambda d: d.find_element(By.ID, "answer").text  # noqa: E731
+        wait.until(lambda d: answer(d).startswith("ready"))
+        expected = Classifier(trained_model[2]).predict(load_upload(picture), None).confidences
+        driver.find_element(By.ID, "file").send_keys(str(picture))
+        wait.until(lambda d: answer(d) in expected)
+        assert answer(driver) == max(expected, key=expected.get)
+        assert set(json.loads(driver.find_element(By.ID, "probabilities").text)) == set(expected)
+        driver.find_element(By.ID, "file").send_keys(str(notes))
+        wait.until(lambda d: answer(d).startswith("notes.jpg"))
+        assert "not an image the browser can decode" in answer(driver)
     finally:
         driver.quit()
         server.shutdown()

@@ -116,7 +116,7 @@ function loadImage(url) {
   return new Promise((resolve, reject) => {
     const image = new Image();
     image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error("not an image the browser can decode: " + url));
+    image.onerror = () => reject(new Error("not an image the browser can decode"));
     image.src = url;
   });
 }
@@ -128,9 +128,17 @@ async function classifyUrl(url) {
 document.getElementById("file").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
-  const answer = await classifyUrl(URL.createObjectURL(file));
-  document.getElementById("answer").textContent = answer.label;
-  document.getElementById("probabilities").textContent = JSON.stringify(answer.probabilities, null, 2);
+  const url = URL.createObjectURL(file);
+  try {
+    const answer = await classify(await loadImage(url));
+    document.getElementById("answer").textContent = answer.label;
+    document.getElementById("probabilities").textContent = JSON.stringify(answer.probabilities, null, 2);
+  } catch (error) {  // said on the page, never swallowed
+    document.getElementById("answer").textContent = `${file.name}: ${error.message || error}`;
+    document.getElementById("probabilities").textContent = "";
+  } finally {
+    URL.revokeObjectURL(url);
+  }
 });
 model.then(() => { document.getElementById("answer").textContent = "ready: choose a picture"; },
            (error) => { document.getElementById("answer").textContent = "the model did not load: " + error; });
