@@ -103,7 +103,10 @@ def test_every_route_answers_every_hostile_value_with_4xx_and_never_a_files_cont
     log_start = target["log"].stat().st_size
     values = hostile_values(target["secret"])
     tried, wrong = 0, []
-    with httpx.Client(base_url=target["url"], headers=AUTH, timeout=30) as client:
+    # A new connection for each request: a test process paused past the server's keep-alive timeout (a loaded
+    # CI machine) would otherwise send into a connection the server has just closed.
+    with httpx.Client(base_url=target["url"], headers=AUTH, timeout=30,
+                      limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for value in values:
             for method, path, kwargs, rule in requests_for(value):
                 response = client.request(method, path, **kwargs)
