@@ -45,22 +45,27 @@ def _serve(site: Path) -> http.server.ThreadingHTTPServer:
     return server
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="Debian's chromium and chromium-driver are not installed (make test installs them via apt)")
-def test_browser_page_gives_pythons_top1_on_twenty_images(trained_model, tmp_path):
+def _chromium(tmp_path: Path):
+    """Debian's headless chromium with a profile of its own."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    assert DIST.is_dir(), "run `make web` (npm ci in web/) first"
-    files = [f for c in ("alien", "predator") for f in sorted((DATA_DIR / "validation" / c).glob("*.jpg"))[:10]]
-    site = _site(tmp_path, trained_model[2], files)
-    server = _serve(site)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="Debian's chromium and chromium-driver are not installed (make test installs them via apt)")
+def test_browser_page_gives_pythons_top1_on_twenty_images(trained_model, tmp_path):
+    assert DIST.is_dir(), "run `make web` (npm ci in web/) first"
+    files = [f for c in ("alien", "predator") for f in sorted((DATA_DIR / "validation" / c).glob("*.jpg"))[:10]]
+    site = _site(tmp_path, trained_model[2], files)
+    server = _serve(site)
+    driver = _chromium(tmp_path)
     try:
         driver.set_script_timeout(120)
         driver.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
@@ -84,20 +89,13 @@ def test_browser_page_gives_pythons_top1_on_twenty_images(trained_model, tmp_pat
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="Debian's chromium and chromium-driver are not installed (make test installs them via apt)")
 def test_the_pages_file_control_answers_a_picture_and_says_what_is_wrong_with_a_non_picture(trained_model, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     picture = DATA_DIR / "validation" / "predator" / "3.jpg"
     site = _site(tmp_path, trained_model[2], [picture])
     server = _serve(site)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = _chromium(tmp_path)
     wait = WebDriverWait(driver, 120)
     notes = tmp_path / "notes.jpg"
     notes.write_text("not a picture")
