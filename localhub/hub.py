@@ -118,4 +118,4 @@ def field(body: dict, name: str, kind: type | tuple, required: bool = True, defa
 
 def header_safe(text: str) -> str:
     """HTTP headers carry Latin-1 without control characters: escape everything else."""
-    return text.encode("unicode_escape").decode("ascii")[:1000]
+    return text.encode("unicode_escape").decode("ascii")[:1000].strip() or "error"  # h11: no edge whitespace
