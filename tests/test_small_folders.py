@@ -208,6 +208,12 @@ def test_small_folder_by_the_demo_command_trains_publishes_and_loads(lite0, tmp_
     if classes > 30:  # many classes: the most confused pairs and a linked per-class file, not a 50-row table
         assert "[`per_class.csv`](per_class.csv)" in card and "| true class | taken for |" in card
         assert "per_class.csv" in HfApi().list_repo_files(f"demo/{name}-classifier")
+    head = results["head"]  # on a small folder with folds, the converged head competes, judged out of fold
+    assert ("Head kept:" in card) == bool(head["losses"])
+    if classes >= 10:
+        assert set(head["losses"]) == {"one-cycle", "converged C=1", "converged C=10"}
+        assert head["losses"][head["recipe"] if head["recipe"] == "one-cycle"
+                              else f"converged C={head['penalty']:g}"] == min(head["losses"].values())
     calibration = results["calibration"]
     if calibration["held_out_images"] < 2:
         assert calibration["temperature"] == 1.0

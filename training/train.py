@@ -46,6 +46,7 @@ from .cli import parse
 from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
 from .pipeline.augment import build_transform
+from .pipeline.converged import compete
 from .pipeline.coverage import unmeasured
 from .pipeline.data import TrainingData, holdout_minimum, load_splits, make_loader, training_data
 from .pipeline.extractor import compile_pays, image_features, keep_freed_memory
@@ -197,7 +198,9 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
     out_of_fold = selection_out_of_fold(held_out, x.holdout_labels, len(data.class_names))
     linear, state = best_head(x.model.get_classifier(), x.bank, x.holdout, x.holdout_labels, rows, accelerator,
                               args, output_dir, out_of_fold)
-    fold_logits = held_out.logits(state["best_epoch"])  # the fold heads after as many epochs as the final head
+    # On a small folder a converged logistic regression competes with it, judged out of fold (converged.py).
+    head_choice, fold_logits = compete(linear, x.bank, rows, held_out, held_out.logits(state["best_epoch"]),
+                                       args.class_weight, x.fold_banks)
     calibration = calibrate(linear, x.holdout, x.holdout_labels, fold_logits, held_out.labels,
                             held_images, x.validation[0], x.validation_labels, output_dir, args.seed)
     ood_report, ood_config, ood_statistics = fit_ood(
@@ -215,7 +218,7 @@ def fit_head(args: TrainArguments, data: TrainingData, x: Extracted, accelerator
                    seconds=round(time.time() - started, 1), **x.run, peak_rss_mib=peak_rss_mib(),
                    num_processes=accelerator.num_processes,
                    data_config={k: list(v) if isinstance(v, tuple) else v for k, v in x.config.items()})
-    results["data"] = asdict(data.record)
+    results["data"], results["head"] = asdict(data.record), asdict(head_choice)
     results.update(selected_on=state.get("selected_on", "holdout"), holdout_missing=data.holdout_missing,
                    holdout_minimum=holdout_minimum(args.holdout_fraction))
     results["not_measured"] = unmeasured(results)
