@@ -3,9 +3,10 @@
     python -m bench.upload_memory
 
 Serves the Space (``space.app``, ONNX Runtime) with a randomly initialised Lite0 exported the way training
-exports (no Hub needed: the model is a local folder), then sends ten uploads built to cost memory: a 100 MP
-progressive JPEG, a 59 MP baseline JPEG, a 16-bit PNG, an 81 MP PNG between Pillow's bomb warning and its
-error, a 1-bit 144 MP PNG, a 16 MP TIFF, a 16 MP WebP, an animated GIF, a CMYK JPEG and a 16-bit TIFF.
+exports (no Hub needed: the model is a local folder), then sends uploads built to cost memory: a 100 MP
+progressive JPEG, a 59 MP baseline JPEG, a 16-bit PNG, grey and RGBA PNGs, a TIFF and a WebP each at its
+format's pixel limit (``space.image_io.max_pixels``), an 81 MP PNG between Pillow's bomb warning and its
+error, a 1-bit 144 MP PNG, a 16 MP WebP (over its limit), an animated GIF, a CMYK JPEG and a 16-bit TIFF.
 Prints one JSON line per upload (answer or refusal, seconds, the Space's peak RSS so far) and the ratio of
 the final peak to the idle RSS (VmHWM / VmRSS of the server process, from /proc).
 """
@@ -13,6 +14,7 @@ the final peak to the idle RSS (VmHWM / VmRSS of the server process, from /proc)
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import ROOT, machine
+from space.image_io import max_pixels
 
 
 def rss_mib(pid: int) -> dict[str, float]:
@@ -48,13 +51,25 @@ def uploads(folder: Path) -> dict[str, Path]:
     wide.paste(tile, (0, 0))
     save("baseline_59mp.jpg", wide, quality=30)
     del wide
-    ramp = (np.arange(4000 * 4000, dtype=np.uint32).reshape(4000, 4000) % 60000).astype(np.uint16)
-    save("deep_16mp.png", Image.fromarray(ramp))
-    save("deep_16mp.tiff", Image.fromarray(ramp), compression="tiff_deflate")
+    def at_limit(image_format: str, mode: str) -> int:  # the side of the largest square this format may be
+        return math.isqrt(max_pixels(image_format, mode)) - 1
+
+    side = at_limit("PNG", "I;16")
+    ramp = (np.arange(side * side, dtype=np.uint32).reshape(side, side) % 60000).astype(np.uint16)
+    save(f"deep_{side * side // 10**6}mp.png", Image.fromarray(ramp))
+    save("deep_16mp.tiff", Image.fromarray(ramp[:4000, :4000]), compression="tiff_deflate")
+    del ramp
     save("bomb_81mp.png", Image.new("L", (9000, 9000)))
     save("onebit_144mp.png", Image.new("1", (12000, 12000)))
-    save("tiff_16mp.tiff", Image.new("RGB", (4000, 4000), (20, 90, 20)), compression="tiff_deflate")
+    side = at_limit("PNG", "L")
+    save(f"grey_{side * side // 10**6}mp.png", Image.new("L", (side, side), 40))
+    side = at_limit("PNG", "RGBA")
+    save(f"rgba_{side * side // 10**6}mp.png", Image.new("RGBA", (side, side), (20, 90, 20, 128)))
+    save(f"tiff_{side * side // 10**6}mp.tiff", Image.new("RGB", (side, side), (20, 90, 20)),
+         compression="tiff_deflate")
     save("webp_16mp.webp", Image.new("RGB", (4000, 4000), (20, 20, 90)), quality=30)
+    side = at_limit("WEBP", "RGB")
+    save(f"webp_{side * side // 10**6}mp.webp", Image.new("RGB", (side, side), (20, 20, 90)), quality=30)
     frames = [Image.new("RGB", (2000, 2000), (i * 20, 0, 0)) for i in range(8)]
     save("animated.gif", frames[0], save_all=True, append_images=frames[1:])
     save("cmyk.jpg", Image.new("CMYK", (6000, 4000), (0, 50, 50, 0)), quality=30)

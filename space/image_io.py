@@ -13,7 +13,11 @@ import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 16_000_000  # for formats decoded in full (a baseline JPEG is drafted down instead)
+MAX_DECODED_BYTES = 40 * 2**20  # what a full decode (every format but JPEG, which is drafted) may hold: 10 MP of RGB
+MAX_PIXELS = 64_000_000  # Pillow refuses more at open, before decoding (and JPEGs are drafted below this)
+# Pillow's WebP decoder holds libwebp's RGBA frame and a bytes copy of it beside its own pixels (a 16 MP WebP
+# peaked at 245 MiB where a 16 MP PNG took 97).
+DECODER_COPIES = {"WEBP": 4}
 MAX_PROGRESSIVE_PIXELS = 24_000_000  # a progressive JPEG is drafted too, but libjpeg holds all its coefficients
 MIN_SIDE = 16
 MAX_ASPECT = 20
@@ -24,23 +28,43 @@ FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"}
 def limit_pillow() -> None:
     """Pillow refuses anything above this at open, before decoding: its bomb warning (between 1x and 2x) is an
     error too (set once by the server's start-up)."""
-    Image.MAX_IMAGE_PIXELS = 4 * MAX_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def max_pixels(image_format: str, mode: str) -> int:
+    """The most pixels a full decode of this format and mode may have: its pixels' bytes in Pillow (1 for
+    "L", "P" and "1"; 2 for 16-bit; 4 for the rest, RGB included), times the decoder's own copies, within
+    ``MAX_DECODED_BYTES``."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return min(MAX_PIXELS, MAX_DECODED_BYTES // (per_pixel * DECODER_COPIES.get(image_format, 1)))
+
+
+def draft_box(width: int, height: int) -> tuple[int, int]:
+    """The size to ask ``Image.draft`` for: the working size in the picture's own shape (Pillow keeps both sides
+    at least as large as asked, so a square box kept a 6000x4000 JPEG at 1/2 scale instead of 1/4)."""
+    longest = max(width, height)
+    return -(-WORK_SIDE * width // longest), -(-WORK_SIDE * height // longest)
 
 
 class BadImage(ValueError):
     """The upload can't be classified; the message says why, for the user."""
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode as RGB, the way a viewer shows it (transparency over white, 16-bit rescaled)."""
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+BAND_ROWS = 64  # rows converted at a time when an upload is brought to RGB at the working size
+
+
+def to_rgb(image: Image.Image, extrema: tuple[float, float] | None = None) -> Image.Image:
+    """Any Pillow mode as RGB, the way a viewer shows it (transparency over white, 16-bit rescaled over
+    ``extrema``, by default the image's own)."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode in DEEP_MODES:
         array = np.asarray(image, dtype=np.float32)
-        lo, hi = float(array.min()), float(array.max())
+        lo, hi = extrema or (float(array.min()), float(array.max()))
         array = (array - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(array)
-        return Image.fromarray(array.astype(np.uint8)).convert("RGB")
+        return Image.fromarray(array.clip(0, 255).astype(np.uint8)).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -48,6 +72,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
+
+
+def working_rgb(image: Image.Image) -> Image.Image:
+    """A decoded upload as RGB of at most ``WORK_SIDE`` a side, converted and box-averaged a band of rows at a
+    time, so no full-size copy is ever made (a 16 MP RGBA picture would need two or three of 64 MB each)."""
+    width, height = image.size
+    factor = max(1, max(width, height) // WORK_SIDE)  # box-averaged to under 2x the target, then resized (antialiased)
+    extrema = tuple(map(float, image.getextrema())) if image.mode in DEEP_MODES else None
+    rows = max(1, BAND_ROWS // factor) * factor  # whole boxes per band: the bands join without a seam
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        band = to_rgb(image.crop((0, top, width, min(height, top + rows))), extrema)
+        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    if max(out.size) > WORK_SIDE:
+        out.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
+    return out
 
 
 def load_upload(path: str | os.PathLike | None) -> Image.Image:
@@ -68,7 +108,7 @@ def load_upload(path: str | os.PathLike | None) -> Image.Image:
     except UnidentifiedImageError:
         raise BadImage("This file is not an image (its content is no known picture format).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"The image has far too many pixels (over {4 * MAX_PIXELS // 1_000_000} megapixels: a "
+        raise BadImage(f"The image has far too many pixels (over {MAX_PIXELS // 1_000_000} megapixels: a "
                        "decompression bomb?); refused.") from None
     width, height = image.size
     if image.format not in FORMATS:
@@ -81,22 +121,16 @@ def load_upload(path: str | os.PathLike | None) -> Image.Image:
         raise BadImage(f"The image has too many pixels ({width}×{height}) for a progressive JPEG; the limit is "
                        f"{MAX_PROGRESSIVE_PIXELS // 1_000_000} megapixels: save it as a baseline JPEG or smaller.")
     if image.format in ("JPEG", "MPO"):
-        image.draft("RGB", (WORK_SIDE, WORK_SIDE))  # DCT scaling: a 40 MP JPEG decodes at 1/8 size, cheaply
-    elif width * height > MAX_PIXELS:
-        raise BadImage(f"The image has too many pixels ({width}×{height}); the limit is "
-                       f"{MAX_PIXELS // 1_000_000} megapixels for this format.")
+        image.draft("RGB", draft_box(width, height))  # DCT scaling: a 40 MP JPEG decodes at 1/8 size, cheaply
+    elif width * height > max_pixels(image.format, image.mode):
+        raise BadImage(f"The image has too many pixels ({width}×{height}); the limit for a {image.format} like this "
+                       f"one is {max_pixels(image.format, image.mode) / 1e6:.1f} megapixels: save it smaller, or as "
+                       "a JPEG.")
     try:
         if getattr(image, "is_animated", False):
             image = next(ImageSequence.Iterator(image)).copy()  # the first frame
         image.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"The image is damaged or truncated and can't be decoded ({e}).") from None
-    if image.mode.startswith("I;16"):  # 16-bit: made small in 32-bit integers first, then rescaled to 8 bits
-        image = image.convert("I")
-    if image.mode in ("I", "F") and max(image.size) > WORK_SIDE:
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
-    image = ImageOps.exif_transpose(image)
-    image = to_rgb(image)
-    if max(image.size) > WORK_SIDE:
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return image
+    ImageOps.exif_transpose(image, in_place=True)  # a copy only when the picture is turned, never otherwise
+    return working_rgb(image)

@@ -1,6 +1,7 @@
 """The Space: predict and CAM without a server, bad uploads, the app under load, the published copy."""
 
 import io
+import math
 import os
 import re
 import shutil
@@ -190,8 +191,42 @@ def test_a_huge_progressive_jpeg_is_refused_before_decoding_and_16_bit_is_made_s
     ramp = (np.arange(3000 * 4000, dtype=np.uint32).reshape(3000, 4000) % 60000 + 1000).astype(np.uint16)
     Image.fromarray(ramp).save(deep)
     image = image_io.load_upload(deep)
-    pixels = np.asarray(image)
-    assert image.mode == "RGB" and max(image.size) == image_io.WORK_SIDE and pixels.min() <= 2 and pixels.max() >= 253
+    # rescaled over the whole picture's range (as a viewer shows it), then made small
+    whole = image_io.to_rgb(Image.fromarray(ramp)).resize(image.size, Image.Resampling.BILINEAR)
+    assert image.mode == "RGB" and max(image.size) == image_io.WORK_SIDE
+    difference = np.abs(np.asarray(image, np.int16) - np.asarray(whole, np.int16))
+    assert np.median(difference) <= 3 and difference.mean() < 5  # box-averaged first; apart at the sharp wraps
+
+
+def test_full_decodes_are_capped_by_their_bytes_and_never_copied_at_full_size(tmp_path):
+    rgb, deep, grey = (image_io.max_pixels("PNG", mode) for mode in ("RGB", "I;16", "L"))
+    assert rgb * 2 == deep and grey == min(image_io.MAX_PIXELS, rgb * 4)
+    assert image_io.max_pixels("WEBP", "RGB") == rgb // 4  # libwebp's frame and a bytes copy beside Pillow's
+    side = math.isqrt(rgb) + 1
+    over = tmp_path / "over.png"
+    Image.new("RGB", (side, side), (10, 20, 30)).save(over)
+    with pytest.raises(image_io.BadImage, match=r"limit for a PNG like this one is .* megapixels"):
+        image_io.load_upload(over)
+    webp = tmp_path / "big.webp"
+    Image.new("RGB", (2000, 1500), (10, 20, 30)).save(webp)  # 3 MP: over WebP's limit, under PNG's
+    with pytest.raises(image_io.BadImage, match="limit for a WEBP"):
+        image_io.load_upload(webp)
+    y, x = np.mgrid[0:2100, 0:3100]
+    pixels = np.stack([x % 256, y % 256, (x // 7) % 256, 128 + (y % 128)], -1).astype(np.uint8)
+    translucent = Image.fromarray(pixels, "RGBA")  # converted in bands of rows, box-averaged, then resized
+    banded = image_io.working_rgb(translucent)
+    whole = image_io.to_rgb(translucent).resize(banded.size, Image.Resampling.BILINEAR)
+    difference = np.abs(np.asarray(banded, np.int16) - np.asarray(whole, np.int16))
+    assert banded.size[0] == image_io.WORK_SIDE and abs(banded.size[1] - 2100 * 1024 / 3100) < 1
+    assert difference.mean() < 2  # no seam between bands
+
+
+def test_a_jpeg_is_drafted_in_its_own_shape():
+    path = io.BytesIO()
+    Image.new("CMYK", (6000, 4000), (0, 50, 50, 0)).save(path, format="JPEG", quality=30)
+    image = Image.open(path)
+    image.draft("RGB", image_io.draft_box(*image.size))
+    assert image.size == (1500, 1000)  # 1/4: a square box would have kept 3000 x 2000
 
 
 def test_pillows_bomb_warning_is_an_error_once_the_server_sets_its_limits(tmp_path):
