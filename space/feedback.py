@@ -73,6 +73,7 @@ class FeedbackStore:
         self.lock, self.push_lock = threading.Lock(), threading.Lock()
         self.recent: OrderedDict[str, deque] = OrderedDict()
         self.everyone: deque = deque()
+        self.unsent = self.count_on_disk()  # kept by add and flush: admit never reads the disk
         self.verify()
         self.stopped = threading.Event()
         flush_seconds = flush_seconds or float(os.environ.get("FEEDBACK_FLUSH_SECONDS", "300"))
@@ -111,7 +112,7 @@ class FeedbackStore:
             raise FeedbackRefused(self.off_reason)
         if label not in self.labels:
             raise FeedbackRefused(f"Unknown answer {label!r}: choose one of {', '.join(self.labels)}.")
-        if self.waiting() >= MAX_PENDING:
+        if self.unsent >= MAX_PENDING:
             raise FeedbackRefused("Too many corrections are waiting to be saved; please try again in a few minutes.")
         now = time.monotonic()
         with self.lock:
@@ -141,12 +142,17 @@ class FeedbackStore:
         temporary = self.pending_dir / f".{name}.json"
         temporary.write_text(json.dumps(row))
         os.replace(temporary, self.pending_dir / f"{name}.json")
+        with self.lock:
+            self.unsent += 1
         return f"Thank you: saved as “{label}”. It reaches the dataset within a few minutes."
 
-    def waiting(self) -> int:
-        """Corrections on disk that the Hub does not have yet."""
-        batches = sum(len((b / "metadata.jsonl").read_text().splitlines()) for b in self.batches())
-        return len(list(self.pending_dir.glob("*.json"))) + batches
+    def count_on_disk(self) -> int:
+        """Corrections on disk that the Hub does not have yet (an earlier run's included)."""
+        return len(list(self.pending_dir.glob("*.json"))) + sum(self.rows_in(b) for b in self.batches())
+
+    @staticmethod
+    def rows_in(batch: Path) -> int:
+        return len((batch / "metadata.jsonl").read_text().splitlines())
 
     def batches(self) -> list[Path]:
         return sorted(b for b in self.outbox.iterdir() if (b / "metadata.jsonl").is_file())
@@ -187,7 +193,10 @@ class FeedbackStore:
                     logger.warning("corrections batch %s not pushed (%s: %s); kept on disk", batch.name,
                                    type(e).__name__, str(e)[:200])
                     break
+                sent = self.rows_in(batch)
                 shutil.rmtree(batch)
+                with self.lock:
+                    self.unsent -= sent
                 pushed += 1
             return pushed
 

@@ -153,16 +153,24 @@ def test_a_hub_down_at_start_keeps_corrections_on_disk_until_it_is_back(trained_
             later.terminate()
 
 
-def test_corrections_left_on_disk_by_a_crash_are_pushed_at_the_next_start(hub, tmp_path):
+def test_corrections_left_on_disk_by_a_crash_are_pushed_at_the_next_start(hub, tmp_path, monkeypatch):
     first = FeedbackStore("demo/fb-crash", LABELS, TOKEN, tmp_path, flush_seconds=3600)
     first.stopped.set()  # as if killed: no last push
     for label in ("alien", "predator"):
         first.admit(label, "v")
         first.add(Image.new("RGB", (32, 32), (200, 30, 30)), label, "alien", 0.9, "abc")
+    monkeypatch.setattr("space.feedback.MAX_PENDING", 2)  # the disk is full: visitors are asked to wait
+    with pytest.raises(FeedbackRefused, match="waiting to be saved"):
+        first.admit("alien", "w")
+    monkeypatch.undo()
     (tmp_path / "pending" / "half.png").write_bytes(b"interrupted")  # a picture whose row was never written
     second = FeedbackStore("demo/fb-crash", LABELS, TOKEN, tmp_path, flush_seconds=3600)
     deadline = time.monotonic() + 60  # its first push runs at start (the next one is an hour away)
     while time.monotonic() < deadline and len(stored_rows("demo/fb-crash")) < 2:
         time.sleep(0.5)
     assert sorted(row["label"] for row in stored_rows("demo/fb-crash")) == ["alien", "predator"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and second.unsent:  # the count drops once the batch folder is gone
+        time.sleep(0.1)
+    assert second.unsent == 0 == second.count_on_disk()  # counted from disk at start, down by what was pushed
     second.stop()

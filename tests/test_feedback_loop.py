@@ -89,6 +89,7 @@ def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_
     from datasets import Image as ImageFeature
 
     from training.pipeline.corrections import take_in
+    from training.pipeline.images import split_fingerprints
 
     dataset, _ = avp_dataset
     validation, train = dataset["validation"], dataset["train"].select(range(40))
@@ -100,7 +101,7 @@ def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_
     features = Features({"image": ImageFeature(), "label": Value("string")})
     Dataset.from_dict({"image": [r[0] for r in rows], "label": [r[1] for r in rows]}, features=features) \
         .push_to_hub("demo/avp-intake-test", private=True)
-    merged, neither, report = take_in("demo/avp-intake-test", train, validation)
+    merged, neither, report = take_in("demo/avp-intake-test", train, split_fingerprints(validation))
     assert report["received"] == 5 and report["added_to_train"] == 1 and report["neither"] == 1
     assert report["reasons"] == {"duplicates a validation image": 1, "already in train": 1, "unknown label": 1}
     named = {r["row"]: r["why"] for r in report["refused_rows"]}

@@ -20,20 +20,22 @@ from space.ood import NEITHER
 
 from ..errors import hub_errors
 from .images import NEAR_DUPLICATE_BITS as NEAR
-from .images import BadImageError, decode_image, fingerprint, split_fingerprints
+from .images import BadImageError, SplitPrints, decode_image, fingerprint, split_fingerprints
 
 
-def take_in(feedback_id: str, train: Dataset, validation: Dataset, revision: str | None = None
+def take_in(feedback_id: str, train: Dataset, validation: SplitPrints, revision: str | None = None
             ) -> tuple[Dataset, list, dict]:
-    """(train with the accepted class corrections, "neither" images, report with counts and reasons)."""
+    """(train with the accepted class corrections, "neither" images, report with counts and reasons);
+    ``validation``: the validation split's fingerprints (a correction may not copy a validation image)."""
     try:
         with hub_errors(f"loading feedback dataset {feedback_id}"):
             rows = load_dataset(feedback_id, split="train", revision=revision)
     except EmptyDatasetError:  # the Space made the repo, nobody has sent a correction yet
         rows = []
     names = train.features["label"].names
-    val_pixels, val_hashes, val_files = split_fingerprints(validation)
-    seen_pixels, seen_hashes, _ = split_fingerprints(train)
+    val_pixels, val_hashes, val_files = set(validation.exact), validation.near, validation.files
+    seen = split_fingerprints(train)
+    seen_pixels, seen_hashes = set(seen.exact), seen.near
     added, neither, refused = [], [], Counter()
     refused_files = []
     for i, row in enumerate(rows):

@@ -179,19 +179,21 @@ def training_data(args) -> TrainingData:
     files = (list(train_split["file"]) if "file" in train_split.column_names
              else [f"train/{i}" for i in range(len(train_split))])
     feedback, neither, feedback_revision = None, [], None
+    validation_prints = split_fingerprints(validation)  # validation decoded once: its fingerprint, and corrections'
     if args.feedback_dataset:  # after the holdout split: corrections join train only
         feedback_revision = dataset_commit(args.feedback_dataset)  # its newest corrections, at a recorded commit
-        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation, feedback_revision)
+        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation_prints,
+                                                 feedback_revision)
         files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
     record = DataRecord(args.dataset_id, args.dataset_revision, args.feedback_dataset, feedback_revision,
                         {"train": len(train_split), "holdout": len(holdout), "validation": len(validation)},
-                        validation_fingerprint(validation))
+                        validation_fingerprint(validation_prints.exact, validation["label"]))
     return TrainingData(train_split, holdout, validation, train_split.features["label"].names, files, feedback,
                         neither, duplicate_groups(train_split), holdout_missing, record)
 
 
 def duplicate_groups(split: Dataset) -> np.ndarray:
     """A near-duplicate group id per image of ``split`` (pHash, as the dataset check), whatever the labels."""
-    return near_duplicate_groups(split_fingerprints(split)[1])
+    return near_duplicate_groups(split_fingerprints(split).near)
 
 

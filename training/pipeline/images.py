@@ -6,6 +6,7 @@ import hashlib
 import io
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import imagehash
 import numpy as np
@@ -32,16 +33,24 @@ def fingerprint(image: Image.Image) -> tuple[str, np.ndarray]:
     return hashlib.sha256(image.tobytes()).hexdigest(), imagehash.phash(image).hash.flatten()
 
 
-def split_fingerprints(split) -> tuple[set[str], np.ndarray, list[str]]:
-    """(exact fingerprints, (N, 64) pHashes in row order, file names) of a ``datasets`` split with an
-    ``image`` column; rows are decoded one at a time, so memory does not grow with the split."""
-    pixels, hashes = set(), []
+class SplitPrints(NamedTuple):
+    """A split's fingerprints in row order: the exact ones, the (N, 64) pHashes, the file names."""
+
+    exact: list[str]
+    near: np.ndarray
+    files: list[str]
+
+
+def split_fingerprints(split) -> SplitPrints:
+    """The fingerprints of a ``datasets`` split with an ``image`` column; rows are decoded one at a time, so
+    memory does not grow with the split."""
+    exact, hashes = [], []
     for row in split.select_columns(["image"]):
-        exact, near = fingerprint(to_rgb(row["image"]))
-        pixels.add(exact)
+        pixels, near = fingerprint(to_rgb(row["image"]))
+        exact.append(pixels)
         hashes.append(near)
     files = list(split["file"]) if "file" in split.column_names else [str(i) for i in range(len(split))]
-    return pixels, np.stack(hashes) if hashes else np.zeros((0, 64), bool), files
+    return SplitPrints(exact, np.stack(hashes) if hashes else np.zeros((0, 64), bool), files)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:

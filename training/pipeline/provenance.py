@@ -7,13 +7,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import Dataset
 from huggingface_hub import HfApi
 
-from space.image_io import to_rgb
-
 from ..errors import hub_errors
-from .images import fingerprint
 
 
 def dataset_commit(source: str, revision: str | None = None) -> str | None:
@@ -24,10 +20,11 @@ def dataset_commit(source: str, revision: str | None = None) -> str | None:
         return HfApi().dataset_info(source, revision=revision).sha
 
 
-def validation_fingerprint(validation: Dataset) -> str:
-    """16 hex digits over every validation image's pixels and label, in no particular order: equal for the same
-    split whatever its repo, its row order or the images' file format."""
-    rows = sorted(f"{fingerprint(to_rgb(row['image']))[0]}:{row['label']}" for row in validation)
+def validation_fingerprint(exact: list[str], labels: list[int]) -> str:
+    """16 hex digits over every validation image's pixels (``exact``: ``images.split_fingerprints``, row order)
+    and label, in no particular order: equal for the same split whatever its repo, its row order or the images'
+    file format."""
+    rows = sorted(f"{pixels}:{label}" for pixels, label in zip(exact, labels, strict=True))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
