@@ -164,13 +164,16 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
     from training.publishing.model_card import render_card
     from training.train import TrainArguments, train
 
-    images = [Image.open(DATA_DIR / "train" / "alien" / "200.jpg").convert("RGB").rotate(90),
-              Image.new("RGB", (80, 80), (240, 240, 0))]
+    # A correction in a colour no training picture has: if its thumbnail were drawn, suspects.png would show it.
+    blocks = np.random.default_rng(0).integers(0, 2, (10, 10)).repeat(8, 0).repeat(8, 1).astype(bool)
+    patched = np.zeros((80, 80, 3), np.uint8)
+    patched[blocks] = (255, 0, 255)  # magenta and black blocks: far, by pHash, from the flat "neither" picture
+    images = [Image.fromarray(patched), Image.new("RGB", (80, 80), (240, 240, 0))]
     features = Features({"image": ImageFeature(), "label": Value("string")})
     Dataset.from_dict({"image": images, "label": ["alien", "neither"]}, features=features) \
         .push_to_hub("demo/avp-feedback-train", private=True)
     args = TrainArguments(dataset_id=hub_dataset, backbone="tf_efficientnet_lite0", pretrained=False,
-                          max_train_samples=48, augmented_views=1, epochs=2, torch_compile="no",
+                          max_train_samples=16, augmented_views=1, epochs=2, torch_compile="no",
                           feedback_dataset="demo/avp-feedback-train", output_dir=str(tmp_path / "run"))
     results = train(args)
     assert results["feedback"]["received"] == 2 and results["feedback"]["added_to_train"] == 1
@@ -178,8 +181,12 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
 
     assert results["feedback"]["neither"] == 1
     assert results["ood"]["ood_images"] == len(ood_images(0)) + 1  # the "neither" joins the set
-    assert results["train_images"] == 44  # 43 after the holdout, plus the correction
-    assert len(results["mislabels"]["suspects"]) == 20 and (tmp_path / "run" / "suspects.png").is_file()
+    assert results["train_images"] == 16  # 15 after the holdout, plus the correction
+    suspects = results["mislabels"]["suspects"]  # fewer images than the list's length: every one is listed
+    assert len(suspects) == 16 and "feedback/0" in {s["file"] for s in suspects}
+    grid = np.asarray(Image.open(tmp_path / "run" / "suspects.png").convert("RGB")).astype(int)
+    magenta = (grid[..., 0] > 200) & (grid[..., 1] < 60) & (grid[..., 2] > 200)
+    assert grid.shape[0] > 100 and magenta.sum() == 0  # the visitor's picture is listed, never drawn
     card = str(render_card(results, args, "demo/x"))
     assert "Feedback (demo/avp-feedback-train): 2 received, 2 added (1 to train" in card
 
