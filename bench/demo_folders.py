@@ -62,7 +62,8 @@ def row(name: str, results: dict) -> dict:
             "ece_after_90": calibration["validation_after"].get("ece_interval_90"),
             "temperature": round(calibration["temperature"], 3),
             "unsure": answered["unsure"], "neither": answered["neither"],
-            "train_seconds": results["seconds"], "not_measured": results["not_measured"]}
+            "train_seconds": results["seconds"], "not_measured": results["not_measured"],
+            "head": results.get("head", {}).get("recipe"), "penalty": results.get("head", {}).get("penalty")}
 
 
 def main() -> None:

@@ -58,7 +58,8 @@ def ours(folder: Path, seed: int, output: Path, train_args: list[str] = ()) -> d
             "ece_after": round(calibration["validation_after"]["ece"], 3),
             "temperature": round(calibration["temperature"], 3), "unsure": answered["unsure"],
             "neither": answered["neither"], "seconds": round(time.time() - started, 1),
-            "peak_rss_mib": results["peak_rss_mib"], "best_epoch": results["best_epoch"]}
+            "peak_rss_mib": results["peak_rss_mib"], "best_epoch": results["best_epoch"],
+            "head": results.get("head", {}).get("recipe"), "penalty": results.get("head", {}).get("penalty")}
 
 
 def probe(folder: Path | str) -> dict:

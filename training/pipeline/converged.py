@@ -23,6 +23,9 @@ SMALL_PER_CLASS = 30  # median training images per class up to which the converg
 MAX_WORK = 100_000  # images x classes: each fit holds the plain views in memory and costs ~ images x classes
 MAX_ITERATIONS = 200
 PLAIN_VIEWS = 2  # the bank's first two views: the image as evaluated and its mirror
+# A converged head replaces one-cycle only when its loss is lower, paired image by image, at the usual one-sided 5 %
+# level: a near tie keeps the incumbent.
+STANDARD_ERRORS = 1.645
 
 
 @dataclass(frozen=True)
@@ -88,34 +91,47 @@ def fit_on(bank: FeatureBank, rows: torch.Tensor, classes: int, penalty: float, 
     return fit_converged(bank.rows(rows), labels, classes, penalty, len(rows.remainder(bank.images).unique()), weight)
 
 
-def calibrated_loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Log loss at the temperature that suits these logits best: what a recipe gives once calibrated, as
-    every head is (a penalty that only changes the scale of the logits changes nothing here)."""
-    return float(F.cross_entropy(logits.double() / fit_temperature(logits, labels), labels))
+def calibrated_losses(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Each held-out image's log loss (over its views) at the temperature that suits these logits best: what a
+    recipe gives once calibrated, as every head is (a penalty that only scales the logits changes nothing)."""
+    rows = F.cross_entropy(logits.double() / fit_temperature(logits, labels), labels, reduction="none")
+    ids, image_of_row = images.unique(return_inverse=True)
+    total = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, image_of_row, rows)
+    return total / torch.bincount(image_of_row, minlength=len(ids))
+
+
+def clearly_lower(incumbent: torch.Tensor, candidate: torch.Tensor) -> tuple[bool, float, float]:
+    """(is the candidate's loss lower by more than ``STANDARD_ERRORS`` standard errors of the paired per-image
+    difference, that mean difference, its standard error)."""
+    difference = incumbent - candidate
+    error = float(difference.std() / len(difference) ** 0.5) if len(difference) > 1 else float("inf")
+    mean = float(difference.mean())
+    return mean > STANDARD_ERRORS * error, mean, error
 
 
 def compete(linear: nn.Linear, bank: FeatureBank, rows: torch.Tensor, held_out: OutOfFold,
             one_cycle_logits: torch.Tensor, class_weight: str, fold_banks: list[FeatureBank] | None = None
             ) -> tuple[HeadChoice, torch.Tensor]:
-    """The head to keep: ``linear`` (the one-cycle head, trained on ``rows``) or, on a small folder, a converged
-    head, whichever gives the lower calibrated out-of-fold loss (ties: one-cycle). A converged winner is
+    """The head to keep: ``linear`` (the one-cycle head, trained on ``rows``) or, on a small folder, the best
+    converged head when its calibrated out-of-fold loss is clearly lower, image by image. A converged winner is
     written into ``linear``. Returns the choice and the kept recipe's out-of-fold logits."""
     classes = linear.out_features
     if not held_out.fold_rows:
         return HeadChoice("one-cycle", None, {}, "no out-of-fold predictions to compare on"), one_cycle_logits
     if not competes(bank.image_labels, classes):
         return HeadChoice("one-cycle", None, {}, "not a small folder"), one_cycle_logits
-    losses = {"one-cycle": calibrated_loss(one_cycle_logits, held_out.labels)}
-    candidates = {}
+    images, labels = held_out.rows % bank.images, held_out.labels
+    incumbent = calibrated_losses(one_cycle_logits, labels, images)
+    losses, candidates = {"one-cycle": float(incumbent.mean())}, {}
     for penalty in PENALTIES:
         logits = converged_out_of_fold(bank, held_out, penalty, class_weight, fold_banks).logits(0)
-        losses[f"converged C={penalty:g}"] = calibrated_loss(logits, held_out.labels)
-        candidates[penalty] = logits
-    name = min(losses, key=lambda k: (losses[k], k != "one-cycle"))
+        candidates[penalty] = (logits, calibrated_losses(logits, labels, images))
+        losses[f"converged C={penalty:g}"] = float(candidates[penalty][1].mean())
+    penalty = min(candidates, key=lambda c: float(candidates[c][1].mean()))
+    lower, mean, error = clearly_lower(incumbent, candidates[penalty][1])
     rounded = {k: round(v, 4) for k, v in losses.items()}
-    if name == "one-cycle":
-        return HeadChoice("one-cycle", None, rounded, "lowest out-of-fold loss"), one_cycle_logits
-    penalty = float(name.removeprefix("converged C="))
+    said = f"converged C={penalty:g} lower by {mean:.4f} per image, standard error {error:.4f}"
+    if not lower:
+        return HeadChoice("one-cycle", None, rounded, f"not clearly lower: {said}"), one_cycle_logits
     linear.load_state_dict(fit_on(bank, plain_rows(rows, bank.images), classes, penalty, class_weight))
-    return HeadChoice("converged", penalty, rounded, "lowest out-of-fold loss"), candidates[penalty]
-
+    return HeadChoice("converged", penalty, rounded, f"clearly lower: {said}"), candidates[penalty][0]
