@@ -75,16 +75,19 @@ def to_rgb(image: Image.Image, extrema: tuple[float, float] | None = None) -> Im
 
 
 def working_rgb(image: Image.Image) -> Image.Image:
-    """A decoded upload as RGB of at most ``WORK_SIDE`` a side, converted and box-averaged a band of rows at a
-    time, so no full-size copy is ever made (a 16 MP RGBA picture would need two or three of 64 MB each)."""
+    """A decoded upload as RGB of at most ``WORK_SIDE`` a side. A large one is converted and box-averaged a band
+    of rows at a time, so no full-size copy is ever made (a 16 MP RGBA picture would need two or three of 64 MB)."""
     width, height = image.size
     factor = max(1, max(width, height) // WORK_SIDE)  # box-averaged to under 2x the target, then resized (antialiased)
-    extrema = tuple(map(float, image.getextrema())) if image.mode in DEEP_MODES else None
-    rows = max(1, BAND_ROWS // factor) * factor  # whole boxes per band: the bands join without a seam
-    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
-    for top in range(0, height, rows):
-        band = to_rgb(image.crop((0, top, width, min(height, top + rows))), extrema)
-        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    if factor == 1:  # already under 2x the target (most uploads, drafted JPEGs too): RGB is not even copied
+        out = to_rgb(image)
+    else:
+        extrema = tuple(map(float, image.getextrema())) if image.mode in DEEP_MODES else None
+        rows = max(1, BAND_ROWS // factor) * factor  # whole boxes per band: the bands join without a seam
+        out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+        for top in range(0, height, rows):
+            band = to_rgb(image.crop((0, top, width, min(height, top + rows))), extrema)
+            out.paste(band.reduce(factor), (0, top // factor))
     if max(out.size) > WORK_SIDE:
         out.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
     return out
