@@ -24,9 +24,9 @@ def machine() -> str:
 
 def real_images(n: int | None = None):
     """Training images of the shared data, decoded once (upright RGB)."""
-    from training.pipeline.folder import DatasetArguments, build_dataset
+    from training.pipeline.folder import FolderRecipe, build_dataset
 
-    dataset, _ = build_dataset(DatasetArguments(data_dir=str(SHARED / "data" / "alien-vs-predator")))
+    dataset, _ = build_dataset(FolderRecipe(data_dir=str(SHARED / "data" / "alien-vs-predator")))
     train = dataset["train"] if n is None else dataset["train"].select(range(n))
     return train
 

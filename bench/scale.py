@@ -72,11 +72,10 @@ def head_epoch(rows: int, mode: str, folder: Path) -> dict:
 def stage_epoch(rows: int, folder: Path) -> dict:
     """One ``--unfreeze_last_stages 1`` tuning epoch of Lite0 over a synthetic fp16 prefix bank of ``rows`` rows
     (the last stage's input, 192 x 7 x 7), kept on disk as training keeps it; in a fresh process."""
-    from types import SimpleNamespace
-
     from training.pipeline.features import FeatureBank, NpyRowWriter
     from training.pipeline.head import StandardizedHead
-    from training.pipeline.stages import activation_shape, tune_stages
+    from training.pipeline.recipe import HeadRecipe, StageRecipe
+    from training.pipeline.stages import Suffix, TuningRecipe, activation_shape, tune_stages
 
     model = build_model("tf_efficientnet_lite0", 2, pretrained=False)
     shape = activation_shape(model, 1, (3, 224, 224))
@@ -87,10 +86,9 @@ def stage_epoch(rows: int, folder: Path) -> dict:
     writer.close()
     bank = FeatureBank([folder / "view_000.npy"], torch.randint(0, 2, (rows,), generator=generator))
     probe = StandardizedHead(torch.nn.Linear(BANK_DIM, 2), torch.zeros(BANK_DIM), torch.ones(BANK_DIM))
-    args = SimpleNamespace(batch_size=64, learning_rate=1e-3, stage_learning_rate=1e-3, weight_decay=0.05,
-                           label_smoothing=0.0, class_weight="none")
+    recipe = TuningRecipe(StageRecipe("1", epochs=1), HeadRecipe(batch_size=64))
     start = time.perf_counter()
-    tune_stages(model, 1, shape, probe, bank, torch.arange(rows), None, 1, args, 0, folder / "tuned.safetensors")
+    tune_stages(Suffix(model, 1, shape), probe, bank, torch.arange(rows), None, recipe, 0, folder / "tuned.safetensors")
     return {"rows": rows, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib(),
             "bank_mib": (folder / "view_000.npy").stat().st_size / 2**20}
 

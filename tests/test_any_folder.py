@@ -66,13 +66,13 @@ def shapes_folder(root: Path, classes: int, per_class: int, split: bool = False,
 
 
 def test_single_folder_gets_a_seeded_stratified_leak_free_split(tmp_path):
-    from training.pipeline.folder import DatasetArguments, build_dataset
+    from training.pipeline.folder import FolderRecipe, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=20)
     duplicate = folder / "disc" / "0.png"
     for copy in range(3):  # a group of exact duplicates must land on one side of the split
         (folder / "disc" / f"copy_{copy}.png").write_bytes(duplicate.read_bytes())
-    dataset, report = build_dataset(DatasetArguments(data_dir=str(folder), validation_fraction=0.25, seed=7))
+    dataset, report = build_dataset(FolderRecipe(data_dir=str(folder), validation_fraction=0.25, seed=7))
     assert report["class_names"] == ["disc", "square", "triangle"]
     assert report["counts"]["validation"] == {"disc": 6, "square": 5, "triangle": 5}  # round(0.25 x n) per class
     assert report["counts"]["train"] == {"disc": 17, "square": 15, "triangle": 15}
@@ -81,20 +81,20 @@ def test_single_folder_gets_a_seeded_stratified_leak_free_split(tmp_path):
     sides = {split for split in dataset for f in dataset[split]["file"] if f in group}
     assert len(sides) == 1
     assert "stratified 25%" in report["validation_split"]
-    again, _ = build_dataset(DatasetArguments(data_dir=str(folder), validation_fraction=0.25, seed=7))
+    again, _ = build_dataset(FolderRecipe(data_dir=str(folder), validation_fraction=0.25, seed=7))
     assert again["validation"]["file"] == dataset["validation"]["file"]  # seeded
-    other, _ = build_dataset(DatasetArguments(data_dir=str(folder), validation_fraction=0.25, seed=8))
+    other, _ = build_dataset(FolderRecipe(data_dir=str(folder), validation_fraction=0.25, seed=8))
     assert other["validation"]["file"] != dataset["validation"]["file"]
 
 
 def test_class_with_one_image_cannot_be_split(tmp_path):
-    from training.pipeline.folder import DatasetArguments, build_dataset
+    from training.pipeline.folder import FolderRecipe, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=6)
     for extra in list((folder / "square").iterdir())[1:]:
         extra.unlink()
     with pytest.raises(UserError, match="1 class\\(es\\) with 1 image: 'square'; a validation split needs at least 2"):
-        build_dataset(DatasetArguments(data_dir=str(folder)))
+        build_dataset(FolderRecipe(data_dir=str(folder)))
 
 
 @pytest.mark.slow
@@ -208,7 +208,7 @@ def test_class_weight_balanced_helps_the_small_class(tmp_path):
 
     from training.pipeline.features import save_bank
     from training.pipeline.head import fit_plain_head
-    from training.train import TrainArguments
+    from training.pipeline.recipe import HeadRecipe
 
     rng = np.random.default_rng(0)
     dim, per = 64, {0: 400, 1: 40}
@@ -221,8 +221,8 @@ def test_class_weight_balanced_helps_the_small_class(tmp_path):
                       for c in (0, 1)])
     recall = {}
     for mode in ("none", "balanced"):
-        args = TrainArguments(dataset_id="unused", epochs=20, class_weight=mode)
-        head = fit_plain_head(torch.nn.Linear(dim, 2), bank, torch.arange(len(bank)), _NoAccelerator(), args, seed=0)
+        recipe = HeadRecipe(epochs=20, class_weight=mode)
+        head = fit_plain_head(torch.nn.Linear(dim, 2), bank, torch.arange(len(bank)), _NoAccelerator(), recipe, seed=0)
         with torch.no_grad():
             recall[mode] = float((head(test[500:]).argmax(-1) == 1).float().mean())
     assert recall["balanced"] > recall["none"] + 0.1, recall
@@ -250,12 +250,12 @@ def test_confusion_matrix_grows_with_the_class_count(tmp_path):
 
 
 def test_report_names_the_imbalance(tmp_path):
-    from training.pipeline.folder import DatasetArguments, build_dataset
+    from training.pipeline.folder import FolderRecipe, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=30)
     for extra in sorted((folder / "triangle").iterdir())[6:]:
         extra.unlink()
-    _, report = build_dataset(DatasetArguments(data_dir=str(folder)))
+    _, report = build_dataset(FolderRecipe(data_dir=str(folder)))
     assert report["imbalance"]["smallest"] == "triangle"
     assert report["imbalance"]["below_half_the_mean"] == ["triangle"]
     assert report["imbalance"]["ratio"] == pytest.approx(24 / 5, abs=0.01)

@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard, HfApi
 from PIL import Image
 
 from tests.conftest import DATA_DIR, fresh_hf_home, run_module
-from training.pipeline.folder import DatasetArguments, build_dataset
+from training.pipeline.folder import FolderRecipe, build_dataset
 from training.pipeline.images import decode_image
 
 REQUIRED_YAML = ("license", "task_categories", "size_categories", "pretty_name", "tags", "dataset_info", "configs")
@@ -108,7 +108,7 @@ def test_truncated_jpeg(hub, tmp_path):
 def test_skip_bad_files_lists_them(tmp_path):
     data = _make_folder(tmp_path / "d")
     (data / "train" / "alien" / "notes.jpg").write_text("not an image")
-    _, report = build_dataset(DatasetArguments(data_dir=str(data), skip_bad_files=True))
+    _, report = build_dataset(FolderRecipe(data_dir=str(data), skip_bad_files=True))
     assert len(report["skipped_files"]) == 1 and "notes.jpg" in report["skipped_files"][0]
 
 
@@ -138,7 +138,7 @@ def test_hidden_files_are_ignored(tmp_path):
     (data / "train" / "alien" / ".DS_Store").write_bytes(b"\0\1junk")
     (data / "train" / "alien" / "._0.jpg").write_bytes(b"resource fork")
     (data / "train" / "Thumbs.db").write_bytes(b"junk")
-    dataset, _ = build_dataset(DatasetArguments(data_dir=str(data)))
+    dataset, _ = build_dataset(FolderRecipe(data_dir=str(data)))
     assert len(dataset["train"]) == 4
 
 

@@ -120,7 +120,7 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
     from training.pipeline.features import save_bank
     from training.pipeline.head import cross_fit_folds, out_of_fold_logits
     from training.pipeline.mislabels import find_suspects, out_of_fold_probabilities
-    from training.train import TrainArguments
+    from training.pipeline.recipe import HeadRecipe
 
     dataset, _ = avp_dataset
     train = dataset["train"].shuffle(seed=0).select(range(240))
@@ -134,7 +134,7 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
     labels = torch.tensor(train["label"])
     flipped = np.random.default_rng(0).choice(len(train), 10, replace=False)
     labels[flipped] = 1 - labels[flipped]
-    args = TrainArguments(dataset_id="unused", epochs=10, seed=42)
+    recipe = HeadRecipe(epochs=10, seed=42)
 
     class NoAccelerator:  # the fold heads run outside the prepared objects
         def accumulate(self, _):
@@ -146,8 +146,8 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
             loss.backward()
 
     bank = save_bank(tmp_path / "bank", list(features.split(len(train))), labels)
-    held_out = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), bank, NoAccelerator(), args,
-                                  cross_fit_folds(labels, None, args.seed))
+    held_out = out_of_fold_logits(torch.nn.Linear(features.shape[1], 2), bank, NoAccelerator(), recipe,
+                                  cross_fit_folds(labels, None, recipe.seed))
     assert held_out.logits(0).shape == held_out.logits().shape == (2 * len(train), 2)
     assert not torch.equal(held_out.logits(0), held_out.logits())  # the fold heads after their first and last epoch
     probs = out_of_fold_probabilities(held_out.logits(), held_out.rows % len(train), len(train))

@@ -77,3 +77,33 @@ def test_the_space_imports_neither_torch_nor_timm():
         assert not roots & heavy, (path.name, roots & heavy)
     requirements = (ROOT / "space" / "requirements.txt").read_text().lower()
     assert "onnxruntime" in requirements and not any(f"\n{name}" in requirements for name in heavy)
+
+
+def test_stages_read_recipes_not_arguments():
+    """Commands turn their arguments into recipe records once (train_arguments.TrainArguments.recipe); no stage
+    reads an arguments object or imports the command line."""
+    stages = [p for p in (ROOT / "training" / "pipeline").rglob("*.py")]
+    for path in stages:
+        tree = ast.parse(path.read_text())
+        reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Name) and node.value.id == "args"]
+        params = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.arg) and node.arg == "args"]
+        assert not reads and not params, f"{path.name} reads args at lines {reads + params}"
+        assert not {m for m in imports(path) if m in ("training.cli", "training.train_arguments")}, path.name
+
+
+def test_functions_in_training_stay_short_and_take_few_parameters():
+    """No function in training/ over 50 lines or taking more than 8 parameters: a step that needs more takes a
+    recipe record (pipeline/recipe.py) or a small typed input."""
+    too_big = []
+    for path in (ROOT / "training").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+            count = len(names) + bool(a.vararg) + bool(a.kwarg)
+            lines = node.end_lineno - node.lineno + 1
+            if lines > 50 or count > 8:
+                too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines, {count} params)")
+    assert too_big == []

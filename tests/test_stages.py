@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import timm
 import torch
@@ -12,10 +10,12 @@ from accelerate import Accelerator
 from training.errors import UserError
 from training.pipeline.features import save_bank
 from training.pipeline.head import StandardizedHead, fit_plain_head
+from training.pipeline.recipe import HeadRecipe, StageRecipe
 from training.pipeline.stages import (
     Prefix,
     Suffix,
     Tuned,
+    TuningRecipe,
     activation_shape,
     auto_choice,
     check_depth,
@@ -61,10 +61,12 @@ def test_unsupported_backbones_and_depths_get_one_clear_error():
         check_depth(resnet, 4)
 
 
-def _args(**overrides):
-    values = dict(batch_size=16, learning_rate=1e-2, stage_learning_rate=1e-3, weight_decay=0.0, label_smoothing=0.0,
-                  class_weight="none")
-    return SimpleNamespace(**{**values, **overrides})
+def _head(**overrides) -> HeadRecipe:
+    return HeadRecipe(**{**dict(batch_size=16, learning_rate=1e-2, weight_decay=0.0), **overrides})
+
+
+def _tuning(epochs: int = 2, precision: str = "no", requested: str = "1") -> TuningRecipe:
+    return TuningRecipe(StageRecipe(requested, epochs=epochs, learning_rate=1e-3), _head(), precision)
 
 
 def _tune(model, depth, tmp_path, epochs=2, holdout=True, seed=0, precision="no"):
@@ -81,8 +83,8 @@ def _tune(model, depth, tmp_path, epochs=2, holdout=True, seed=0, precision="no"
     with torch.no_grad():
         pooled = Suffix(model, depth, shape)(rows[:40])
     probe = StandardizedHead(torch.nn.Linear(pooled.shape[1], 3), pooled.mean(0), pooled.std(0))
-    tuned = tune_stages(model, depth, shape, probe, bank, torch.arange(len(bank)), held, epochs, _args(), seed,
-                        tmp_path / "stages" / "tuned.safetensors", precision)
+    tuned = tune_stages(Suffix(model, depth, shape), probe, bank, torch.arange(len(bank)), held,
+                        _tuning(epochs, precision), seed, tmp_path / "stages" / "tuned.safetensors")
     return shape, tuned
 
 
@@ -95,7 +97,7 @@ def test_a_feature_constant_on_train_cannot_swing_a_new_images_answer(tmp_path):
     features[:, 0] += 3 * labels  # the signal
     features[:, 1] = 0.5 + 1e-5 * labels  # nearly constant on train, and it too tells the classes apart
     bank = save_bank(tmp_path / "bank", [features], labels)
-    head = fit_plain_head(torch.nn.Linear(16, 2), bank, torch.arange(64), Accelerator(cpu=True), _args(epochs=10),
+    head = fit_plain_head(torch.nn.Linear(16, 2), bank, torch.arange(64), Accelerator(cpu=True), _head(epochs=10),
                           seed=0)
     new = features[labels == 1].mean(0, keepdim=True)
     new[0, 1] = 0.49  # a new image moves the constant feature by a hundredth
@@ -194,7 +196,8 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
     from training.pipeline.data import make_loader
     from training.pipeline.features import FeatureBank
     from training.pipeline.model import data_config
-    from training.pipeline.unfreeze import fold_bank, stage_banks
+    from training.pipeline.recipe import FeatureRecipe
+    from training.pipeline.unfreeze import StageInputs, StageRun, fold_bank, stage_banks
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random((40, 40, 3)) * 80 + 120 * (i % 2)).astype(np.uint8)) for i in range(30)]
@@ -210,11 +213,10 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
     accelerator = Accelerator(cpu=True)
     loaders = accelerator.prepare(*(make_loader(ds, "none", config, False, 8, shuffle=False)
                                     for ds in (train, train, holdout)))
-    args = _args(unfreeze_last_stages="1", augmentation="none", augmented_views=0, seed=3, resume=False, epochs=2,
-                 stage_epochs=2)
+    recipe = TuningRecipe(StageRecipe("1", epochs=2, learning_rate=1e-3), _head(seed=3, epochs=2))
     ood = torch.rand(5, *config["input_size"])
-    out = stage_banks(args, model, config["input_size"], "no", False, loaders, np.arange(24), ood, accelerator,
-                      tmp_path)
+    out = stage_banks(model, config["input_size"], StageInputs(loaders, np.arange(24), ood), recipe,
+                      FeatureRecipe(augmentation="none", augmented_views=0, seed=3), False, accelerator, tmp_path)
     assert 0 <= out.report["frozen"]["ood_auroc"] <= 1 and 0 <= out.report["tuned"]["ood_auroc"] <= 1
     assert all(0 <= out.report[m]["ood_missed"] <= len(ood) for m in ("frozen", "tuned"))
     assert out.report["chosen"] == 1 and out.report["fold_tunings"] >= 2 and len(out.fold_banks) >= 2
@@ -225,7 +227,7 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
     again = _model("test_efficientnet")
     again.reset_classifier(2)
     again.load_state_dict(pristine)
-    fold_bank(0, out.fold_of, again, 1, shape, prefix, frozen_bank, "no", accelerator, args, tmp_path / "again")
+    fold_bank(StageRun(again, 1, shape, recipe, accelerator, tmp_path / "again"), 0, out.fold_of, prefix, frozen_bank)
     a, b = (load_file(d / "stages" / "depth_1_fold_0.safetensors") for d in (tmp_path, tmp_path / "again"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the run's fold 0 = fold 0 tuned from the frozen weights
 

@@ -21,7 +21,7 @@ from huggingface_hub import HfApi
 
 from .cli import check_choice, parse
 from .errors import UserError, hub_errors
-from .pipeline.folder import DatasetArguments, build_dataset, leak_summary
+from .pipeline.folder import FolderRecipe, build_dataset, leak_summary
 from .pipeline.runtime import RUNTIMES
 from .pipeline.stages import STAGE_CHOICES
 from .publish_space import SpaceArguments, publish_space
@@ -88,6 +88,28 @@ def span(interval: dict | None, name: str) -> str:
     return f" (90 % interval {interval[name][0]:.3f}-{interval[name][1]:.3f})" if interval else ""
 
 
+def figures(results: dict, faithfulness: dict, on_the_hub: float) -> str:
+    """The demo's figures, as a user gets them: validation, calibration, "neither", the heatmaps' faithfulness."""
+    full, clean = results["validation"], results["validation_leak_free"]
+    calibration, ood = results["calibration"], results["ood"]
+    used, answered = ood["methods"][ood["method"]], ood["validation"]
+    interval = full.get("interval_90")
+    return (f"      validation accuracy {full['accuracy']:.4f}{span(interval, 'accuracy')} (all {full['n']}), "
+            f"{clean['accuracy']:.4f} (leak-free {clean['n']}); macro F1 {full['f1']:.4f}{span(interval, 'f1')}; "
+            f"pipeline on the pushed repo: {on_the_hub:.4f}\n"
+            f"      calibration: T {calibration['temperature']:.3f}, ECE {calibration['validation_before']['ece']:.4f} "
+            f"-> {calibration['validation_after']['ece']:.4f} (90 % interval "
+            f"{'-'.join(f'{e:.3f}' for e in calibration['validation_after']['ece_interval_90'])}), "
+            f"NLL {calibration['validation_before']['nll']:.4f} -> {calibration['validation_after']['nll']:.4f}\n"
+            f"      neither ({ood['method']}): validation {answered['sure']:.1%} sure, {answered['unsure']:.1%} "
+            f"unsure, {answered['neither']:.1%} neither; OOD test half: AUROC {used['auroc_test']:.4f}, "
+            f"{used['ood_test']['neither']:.1%} neither, {used['ood_test']['unsure']:.1%} unsure "
+            f"(of {ood['ood_images']} OOD images)\n"
+            f"      heatmaps: most faithful {faithfulness['best']} (deletion "
+            f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
+            f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
+
+
 def main() -> None:
     args = parse(DemoArguments, __doc__)
     name = args.name or Path(args.data_dir).resolve().name
@@ -101,7 +123,7 @@ def main() -> None:
         clock = time.time()
 
     stage(f"[1/4] weights mirrored: {', '.join(mirror_weights(Path(args.weights_dir)))}")
-    dataset, report = build_dataset(DatasetArguments(data_dir=args.data_dir))
+    dataset, report = build_dataset(FolderRecipe(data_dir=args.data_dir))
     push_dataset(dataset, report, dataset_id, output_dir / "dataset",
                  text=CardText(args.title, args.description, args.license, args.citation))
     stage(f"[2/4] dataset pushed: {dataset_id} ({len(report['class_names'])} classes; "
@@ -112,26 +134,9 @@ def main() -> None:
                                 unfreeze_last_stages=args.unfreeze_last_stages,
                                 title=f"{args.title} classifier" if args.title else None)
     released = release(train_args, study_dir=Path(args.study_dir))
-    results, faithfulness = released.results, released.faithfulness
-    full, clean = results["validation"], results["validation_leak_free"]
-    calibration, ood = results["calibration"], results["ood"]
-    used, answered = ood["methods"][ood["method"]], ood["validation"]
-    interval = full.get("interval_90")
+    results = released.results
     stage(f"[3/4] model pushed: {model_id}; {args.backbone}, seed {train_args.seed}\n"
-          f"      validation accuracy {full['accuracy']:.4f}{span(interval, 'accuracy')} (all {full['n']}), "
-          f"{clean['accuracy']:.4f} (leak-free {clean['n']}); macro F1 {full['f1']:.4f}{span(interval, 'f1')}; "
-          f"pipeline on the pushed repo: {pipeline_accuracy(model_id, dataset_id):.4f}\n"
-          f"      calibration: T {calibration['temperature']:.3f}, ECE {calibration['validation_before']['ece']:.4f} "
-          f"-> {calibration['validation_after']['ece']:.4f} (90 % interval "
-          f"{'-'.join(f'{e:.3f}' for e in calibration['validation_after']['ece_interval_90'])}), "
-          f"NLL {calibration['validation_before']['nll']:.4f} -> {calibration['validation_after']['nll']:.4f}\n"
-          f"      neither ({ood['method']}): validation {answered['sure']:.1%} sure, {answered['unsure']:.1%} unsure, "
-          f"{answered['neither']:.1%} neither; OOD test half: AUROC {used['auroc_test']:.4f}, "
-          f"{used['ood_test']['neither']:.1%} neither, {used['ood_test']['unsure']:.1%} unsure "
-          f"(of {ood['ood_images']} OOD images)\n"
-          f"      heatmaps: most faithful {faithfulness['best']} (deletion "
-          f"{faithfulness['methods'][faithfulness['best']]['deletion_mean']:.3f}, insertion "
-          f"{faithfulness['methods'][faithfulness['best']]['insertion_mean']:.3f})")
+          + figures(results, released.faithfulness, pipeline_accuracy(model_id, dataset_id)))
     for line in results["not_measured"]:
         print(f"      not measured: {line}")
     publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id, title=args.title,

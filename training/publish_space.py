@@ -20,6 +20,7 @@ from space.texts import TITLE_CHARACTERS, page_title
 from .cli import parse
 from .errors import UserError, hub_errors
 from .pipeline.data import measured_validation
+from .pipeline.results import load_results
 from .publishing.visibility import check_images_may_go, is_private
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
@@ -48,7 +49,7 @@ class SpaceArguments:
 def pick_examples(model_id: str, dataset_id: str, cap: int) -> list[tuple[str, bytes]]:
     """One leak-free validation image per class (the first ``cap`` classes), plus the first one the model got
     wrong, as (file name, bytes)."""
-    results = json.loads(Path(hf_hub_download(model_id, "results.json")).read_text())
+    results = load_results(hf_hub_download(model_id, "results.json"))
     run = json.loads(Path(hf_hub_download(model_id, "run.json")).read_text())["args"]
     wrong = {m["file"] for m in results.get("misclassified", [])[:1]}
     # The validation split the model was measured on (made from train, as in training, when the dataset has none).

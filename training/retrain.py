@@ -28,6 +28,7 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from .cli import parse
 from .errors import UserError, hub_errors
+from .pipeline.results import load_results
 from .publish_space import SpaceArguments, publish_space
 from .publishing.gate import (
     GATE_METRIC,
@@ -49,7 +50,7 @@ def current_run(model_id: str) -> tuple[dict, dict | None]:
     try:
         with hub_errors(f"reading {model_id}"):
             run = json.loads(Path(hf_hub_download(model_id, "run.json")).read_text())["args"]
-            results = json.loads(Path(hf_hub_download(model_id, "results.json")).read_text())
+            results = load_results(hf_hub_download(model_id, "results.json"))
         return run, results
     except UserError as e:
         if isinstance(e.__cause__, (EntryNotFoundError, RepositoryNotFoundError)):
@@ -71,7 +72,8 @@ def training_arguments(saved: dict, overrides: list[str], dataset_id: str, model
     return args
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """retrain's own flags; any other flag is a training override (training_arguments)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_id", required=True)
     parser.add_argument("--model_id", required=True)
@@ -84,7 +86,11 @@ def main() -> None:
     parser.add_argument("--max_ece", type=float, default=MAX_ECE, help="gate: ECE at most this, or not worse")
     parser.add_argument("--max_neither", type=float, default=MAX_NEITHER,
                         help="gate: share of validation answered neither at most this, or not worse")
-    known, overrides = parser.parse_known_args()
+    return parser
+
+
+def main() -> None:
+    known, overrides = parser().parse_known_args()
     saved, current = current_run(known.model_id)
     if saved.get("dataset_id") != known.dataset_id:  # main's commit belongs to main's dataset
         saved.pop("dataset_revision", None)
@@ -98,17 +104,27 @@ def main() -> None:
             comparison_table(current, results, results.get("feedback"), **limits)
 
     released = release(args, study_dir=Path(known.study_dir), create_pr=current is not None, describe=describe)
-    results, info = released.results, released.commit
-    if results.get("feedback"):
-        feedback = results["feedback"]
-        print(f"feedback {feedback['dataset']}: {feedback['received']} received, {feedback['added']} added, "
-              f"{feedback['refused']} refused")
-        for row in feedback["refused_rows"]:
-            print(f"  refused row {row['row']}: {row['why']}")
+    results = released.results
+    print_feedback(results.get("feedback"))
     print(comparison_table(current, results, results.get("feedback"), **limits))
     failed = failures(current, results, **limits)
     action = decide(current is None, failed, known.force, known.no_merge)
     mismatch = None if current is None else other_split(current, results)
+    if land(action, released.commit, known, failed, mismatch) and known.space_id:
+        print(f"refreshed Space {known.space_id}: "
+              f"{publish_space(SpaceArguments(known.space_id, known.model_id, known.dataset_id))}")
+
+
+def print_feedback(feedback: dict | None) -> None:
+    if feedback:
+        print(f"feedback {feedback['dataset']}: {feedback['received']} received, {feedback['added']} added, "
+              f"{feedback['refused']} refused")
+        for row in feedback["refused_rows"]:
+            print(f"  refused row {row['row']}: {row['why']}")
+
+
+def land(action: str, info, known: argparse.Namespace, failed: list, mismatch: str | None) -> bool:
+    """Carry out the gate's ``action`` on the pushed commit ``info``; True when the candidate is on main."""
     if mismatch and action == "merge" and not known.force:
         raise UserError(f"not merged: {mismatch}; pull request #{info.pr_num} stays open ({info.pr_url}); "
                         "--force merges it anyway")
@@ -116,7 +132,7 @@ def main() -> None:
         print(f"pushed the first model of {known.model_id}: {info.commit_url}")
     elif action == "review":
         print(f"pull request #{info.pr_num} opened for review, not merged: {info.pr_url}")
-        return
+        return False
     elif action == "merge":
         with hub_errors(f"merging pull request #{info.pr_num} on {known.model_id}"):
             HfApi().merge_pull_request(known.model_id, info.pr_num, comment="Merged by training.retrain: "
@@ -126,9 +142,7 @@ def main() -> None:
         worse = "; ".join(f"{r.name} {r.candidate:.4f} fails '{r.rule}' (main {r.main:.4f})" for r in failed)
         raise UserError(f"not merged: {worse} on {known.model_id}; pull request #{info.pr_num} stays open "
                         f"({info.pr_url}); --force merges it anyway")
-    if known.space_id:
-        print(f"refreshed Space {known.space_id}: "
-              f"{publish_space(SpaceArguments(known.space_id, known.model_id, known.dataset_id))}")
+    return True
 
 
 if __name__ == "__main__":

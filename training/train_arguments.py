@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from .cli import Renamed, RepoIdFlag, check_choice, require
@@ -10,6 +11,7 @@ from .pipeline.augment import VARIANTS
 from .pipeline.extractor import PRECISIONS
 from .pipeline.model import DEFAULT_BACKBONE
 from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
+from .pipeline.recipe import DataRecipe, FeatureRecipe, HeadRecipe, Recipe, StageRecipe, TrustRecipe
 from .pipeline.runtime import RUNTIMES, check_runtime
 from .pipeline.stages import STAGE_CHOICES
 
@@ -101,3 +103,19 @@ class TrainArguments:
                 f"need 0 < --neither_rate <= --unsure_rate < 1, got {self.neither_rate} and {self.unsure_rate}")
         for name in ("holdout_fraction", "validation_fraction"):
             require(0 < getattr(self, name) < 1, f"--{name} must be between 0 and 1, got {getattr(self, name)}")
+
+    def recipe(self) -> Recipe:
+        """The run's recipe, step by step: the only place the arguments become what the stages read."""
+        return Recipe(
+            backbone=self.backbone, pretrained=self.pretrained, crop_pct=self.crop_pct,
+            output_dir=Path(self.output_dir),
+            data=DataRecipe(self.dataset_id, self.dataset_revision, self.validation_fraction, self.holdout_fraction,
+                            self.max_train_samples, self.feedback_dataset, self.seed),
+            features=FeatureRecipe(self.augmentation, self.augmented_views, self.batch_size, self.num_workers,
+                                   self.runtime, self.mixed_precision, self.torch_compile, self.seed, self.resume),
+            head=HeadRecipe(self.epochs, self.batch_size, self.learning_rate, self.weight_decay, self.label_smoothing,
+                            self.class_weight, self.gradient_accumulation_steps, self.seed, self.resume,
+                            self.drop_suspects),
+            stages=StageRecipe(self.unfreeze_last_stages, self.stage_epochs, self.stage_learning_rate),
+            trust=TrustRecipe(self.unsure_rate, self.neither_rate, self.flip_tta, self.seed),
+        )

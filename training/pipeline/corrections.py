@@ -33,40 +33,15 @@ def take_in(feedback_id: str, train: Dataset, validation: SplitPrints, revision:
     except EmptyDatasetError:  # the Space made the repo, nobody has sent a correction yet
         rows = []
     names = train.features["label"].names
-    val_pixels, val_hashes, val_files = set(validation.exact), validation.near, validation.files
-    seen = split_fingerprints(train)
-    seen_pixels, seen_hashes = set(seen.exact), seen.near
-    added, neither, refused = [], [], Counter()
-    refused_files = []
+    check = CorrectionCheck(names, validation, split_fingerprints(train))
+    added, neither, refused, refused_files = [], [], Counter(), []
     for i, row in enumerate(rows):
-        where = f"feedback row {i}"
-        label = row.get("label")
-        if label not in (*names, NEITHER):
-            refused["unknown label"] += 1
-            refused_files.append({"row": i, "why": f"unknown label {label!r}"})
-            continue
-        try:
-            buffer = io.BytesIO()
-            row["image"].save(buffer, format="PNG")
-            image, _ = decode_image(buffer.getvalue(), where)
-        except (BadImageError, AttributeError, OSError) as e:
-            refused["unreadable"] += 1
-            refused_files.append({"row": i, "why": str(e)})
-            continue
-        exact, near = fingerprint(image)
-        distance = (val_hashes != near).sum(-1) if len(val_hashes) else np.array([])
-        if exact in val_pixels or (distance <= NEAR).any():
-            match = val_files[int(distance.argmin())] if len(distance) else "?"
-            refused["duplicates a validation image"] += 1
-            refused_files.append({"row": i, "why": f"duplicates validation image {match}"})
-            continue
-        if exact in seen_pixels or (len(seen_hashes) and ((seen_hashes != near).sum(-1) <= NEAR).any()):
-            refused["already in train"] += 1
-            refused_files.append({"row": i, "why": "duplicates a training image or an earlier correction"})
-            continue
-        seen_pixels.add(exact)
-        seen_hashes = np.vstack([seen_hashes, near[None]])
-        (neither if label == NEITHER else added).append((image, label))
+        image, label, why = check(i, row)
+        if why:
+            refused[why[0]] += 1
+            refused_files.append({"row": i, "why": why[1]})
+        else:
+            (neither if label == NEITHER else added).append((image, label))
     if added:
         features = Features({"image": Image(), "label": ClassLabel(names=names)})
         extra = Dataset.from_dict({"image": [img for img, _ in added], "label": [names.index(lb) for _, lb in added]},
@@ -76,3 +51,35 @@ def take_in(feedback_id: str, train: Dataset, validation: SplitPrints, revision:
               "added_to_train": len(added), "neither": len(neither),
               "refused": sum(refused.values()), "reasons": dict(refused), "refused_rows": refused_files}
     return train, [img for img, _ in neither], report
+
+
+class CorrectionCheck:
+    """One correction at a time: (image, label, None) when accepted, else (None, label, (reason, detail)). An
+    accepted one joins what later ones may not repeat."""
+
+    def __init__(self, names: list[str], validation: SplitPrints, train: SplitPrints):
+        self.names = names
+        self.val_pixels, self.val_hashes, self.val_files = set(validation.exact), validation.near, validation.files
+        self.seen_pixels, self.seen_hashes = set(train.exact), train.near
+
+    def __call__(self, i: int, row: dict):
+        label = row.get("label")
+        if label not in (*self.names, NEITHER):
+            return None, label, ("unknown label", f"unknown label {label!r}")
+        try:
+            buffer = io.BytesIO()
+            row["image"].save(buffer, format="PNG")
+            image, _ = decode_image(buffer.getvalue(), f"feedback row {i}")
+        except (BadImageError, AttributeError, OSError) as e:
+            return None, label, ("unreadable", str(e))
+        exact, near = fingerprint(image)
+        distance = (self.val_hashes != near).sum(-1) if len(self.val_hashes) else np.array([])
+        if exact in self.val_pixels or (distance <= NEAR).any():
+            match = self.val_files[int(distance.argmin())] if len(distance) else "?"
+            return None, label, ("duplicates a validation image", f"duplicates validation image {match}")
+        seen = self.seen_hashes
+        if exact in self.seen_pixels or (len(seen) and ((seen != near).sum(-1) <= NEAR).any()):
+            return None, label, ("already in train", "duplicates a training image or an earlier correction")
+        self.seen_pixels.add(exact)
+        self.seen_hashes = np.vstack([seen, near[None]])
+        return image, label, None

@@ -17,6 +17,7 @@ from .augment import batch_transform, build_transform
 from .corrections import take_in
 from .images import near_duplicate_groups, split_fingerprints
 from .provenance import DataRecord, dataset_commit, validation_fingerprint
+from .recipe import DataRecipe
 
 
 def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42,
@@ -35,10 +36,10 @@ def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42,
                 raise UserError(f"dataset {source}: the {split!r} split is empty")
         dataset = load_from_disk(str(path))
     elif path.is_dir():
-        from .folder import DatasetArguments, build_dataset
+        from .folder import FolderRecipe, build_dataset
 
-        dataset, _ = build_dataset(DatasetArguments(data_dir=str(path), validation_fraction=validation_fraction,
-                                                    seed=seed))
+        dataset, _ = build_dataset(FolderRecipe(data_dir=str(path), validation_fraction=validation_fraction,
+                                                seed=seed))
     else:
         try:
             with hub_errors(f"loading dataset {source}"):
@@ -166,26 +167,28 @@ class TrainingData:
     record: DataRecord  # which data, at which commits
 
 
-def training_data(args) -> TrainingData:
-    dataset = load_splits(args.dataset_id, args.validation_fraction, args.seed, args.dataset_revision)
+def training_data(recipe: DataRecipe) -> TrainingData:
+    """The splits to train on: validation as published, holdout from train, then any accepted corrections."""
+    dataset = load_splits(recipe.dataset_id, recipe.validation_fraction, recipe.seed, recipe.revision)
     train_split, validation = dataset["train"], dataset["validation"]
     if "leak" in validation.column_names and all(validation["leak"]):
-        raise UserError(f"dataset {args.dataset_id}: all {len(validation)} validation images duplicate training images "
-                        "(exact or near, by pHash), so no figure would be measured on new images: give the "
+        raise UserError(f"dataset {recipe.dataset_id}: all {len(validation)} validation images duplicate training "
+                        "images (exact or near, by pHash), so no figure would be measured on new images: give the "
                         "validation split pictures of its own")
-    if args.max_train_samples:
-        train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
-    train_split, holdout, holdout_missing = holdout_split(train_split, args.holdout_fraction, args.seed)
+    if recipe.max_train_samples:
+        train_split = train_split.shuffle(seed=recipe.seed).select(range(min(recipe.max_train_samples,
+                                                                             len(train_split))))
+    train_split, holdout, holdout_missing = holdout_split(train_split, recipe.holdout_fraction, recipe.seed)
     files = (list(train_split["file"]) if "file" in train_split.column_names
              else [f"train/{i}" for i in range(len(train_split))])
     feedback, neither, feedback_revision = None, [], None
     validation_prints = split_fingerprints(validation)  # validation decoded once: its fingerprint, and corrections'
-    if args.feedback_dataset:  # after the holdout split: corrections join train only
-        feedback_revision = dataset_commit(args.feedback_dataset)  # its newest corrections, at a recorded commit
-        train_split, neither, feedback = take_in(args.feedback_dataset, train_split, validation_prints,
+    if recipe.feedback_dataset:  # after the holdout split: corrections join train only
+        feedback_revision = dataset_commit(recipe.feedback_dataset)  # its newest corrections, at a recorded commit
+        train_split, neither, feedback = take_in(recipe.feedback_dataset, train_split, validation_prints,
                                                  feedback_revision)
         files += [f"feedback/{i}" for i in range(feedback["added_to_train"])]
-    record = DataRecord(args.dataset_id, args.dataset_revision, args.feedback_dataset, feedback_revision,
+    record = DataRecord(recipe.dataset_id, recipe.revision, recipe.feedback_dataset, feedback_revision,
                         {"train": len(train_split), "holdout": len(holdout), "validation": len(validation)},
                         validation_fingerprint(validation_prints.exact, validation["label"]))
     return TrainingData(train_split, holdout, validation, train_split.features["label"].names, files, feedback,

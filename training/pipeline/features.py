@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,31 @@ def bank_loader(bank: FeatureBank, index: torch.Tensor, batch_size: int, seed: i
                                        drop_last=len(index) >= batch_size)
 
 
+@dataclass
+class SplitFeatures:
+    """A small split's features kept in memory: ``pairs`` (2, N, D), each image and its mirror, and the labels."""
+
+    pairs: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def plain(self) -> torch.Tensor:
+        """(N, D): the images as evaluated, without their mirrors."""
+        return self.pairs[0]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def paired_features(backbone, loader, accelerator: Accelerator, desc: str, width: int | None = None
+                    ) -> SplitFeatures:
+    """A split through ``backbone`` with its mirror; an empty split (a small folder's holdout) gets ``width``."""
+    pairs, labels = split_features(backbone, loader, accelerator, flip=True, desc=desc)
+    if not len(labels) and width is not None:
+        pairs = torch.empty(2, 0, width)
+    return SplitFeatures(pairs, labels)
+
+
 def _as_is(batch):
     return batch
 
@@ -150,10 +176,11 @@ def _batches(backbone, loader, accelerator: Accelerator, flip: bool, desc: str):
 
 
 @torch.inference_mode()
-def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerator, views: int, seed: int,
-               directory: Path, resume: bool = False, dtype: str = "<f4") -> FeatureBank:
-    """Train features to ``directory``: the images as evaluated, their mirrors, then ``views - 1`` augmented
-    passes. Each file is written as its batches come and renamed when complete, so ``resume`` skips it.
+def write_bank(backbone, loaders: tuple, accelerator: Accelerator, views: int, seed: int, directory: Path,
+               resume: bool = False, dtype: str = "<f4") -> FeatureBank:
+    """Train features to ``directory``: the images as evaluated (``loaders[0]``), their mirrors, then ``views - 1``
+    augmented passes (``loaders[1]``). Each file is written as its batches come and renamed when complete, so
+    ``resume`` skips it.
     ``dtype`` ``<f2``: fp16 rows (the prefix activations of stages.py, twice the size of float32 otherwise)."""
     names = ["plain", "mirror"] + [f"augmented_{v:03d}" for v in range(1, views)]
     files = [directory / f"view_{i:03d}_{name}.npy" for i, name in enumerate(names)]
@@ -163,7 +190,7 @@ def write_bank(backbone, plain_loader, augmented_loader, accelerator: Accelerato
         if resume and all(f.is_file() for f in targets):
             continue
         set_seed(seed * 1000 + view)  # a view depends on (seed, view) only: resume is exact
-        loader = plain_loader if view == 0 else augmented_loader
+        loader = loaders[0] if view == 0 else loaders[1]
         writers = [NpyRowWriter(f, len(loader.dataset), dtype) for f in targets] if accelerator.is_main_process else []
         collected = []
         for features, batch_labels in _batches(backbone, loader, accelerator, view == 0, f"view {view + 1}/{views}"):

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from ..cli import require
 from ..errors import UserError
 from .images import (
     NEAR_DUPLICATE_BITS,
@@ -36,29 +35,15 @@ from .metrics import imbalance
 SPLITS = ("train", "validation")
 
 
-@dataclass
-class DatasetArguments:
-    data_dir: str = field(metadata={"help": "train/ and validation/ with a folder per class, or a folder per class"})
-    dataset_id: str | None = field(default=None, metadata={"help": "dataset repo id (with --push_to_hub)"})
-    push_to_hub: bool = field(default=False, metadata={"help": "push the dataset and its card to --dataset_id"})
-    private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
-    validation_fraction: float = field(default=0.2, metadata={
-        "help": "without a validation/ folder: the share of each class held out for validation"})
-    seed: int = field(default=42, metadata={"help": "seed of that split"})
-    title: str | None = field(default=None, metadata={"help": "the card's title (default: from the repo name)"})
-    description: str | None = field(default=None, metadata={
-        "help": "the card's opening paragraph: what the images are, where they come from (markdown)"})
-    license: str = field(default="unknown", metadata={"help": "Hub licence id of the images, e.g. cc-by-4.0"})
-    citation: str | None = field(default=None, metadata={"help": "BibTeX for the card's Citation section"})
-    skip_bad_files: bool = field(default=False, metadata={"help": "leave out unreadable files (listed in the report)"})
-    output_dir: str = field(default="outputs/dataset", metadata={"help": "where report.json and the grid go"})
-    near_duplicate_threshold: int = field(default=NEAR_DUPLICATE_BITS,
-                                          metadata={"help": "max pHash Hamming distance (of 64 bits)"})
+@dataclass(frozen=True)
+class FolderRecipe:
+    """How a folder becomes a dataset: the folder, the validation split made when it has none, the checks."""
 
-    def __post_init__(self) -> None:
-        require(not self.push_to_hub or bool(self.dataset_id), "--push_to_hub needs --dataset_id (the repo to push to)")
-        require(0 < self.validation_fraction < 1,
-                f"--validation_fraction must be between 0 and 1, got {self.validation_fraction}")
+    data_dir: str
+    validation_fraction: float = 0.2
+    seed: int = 42
+    near_duplicate_threshold: int = NEAR_DUPLICATE_BITS  # max pHash Hamming distance (of 64 bits)
+    skip_bad_files: bool = False
 
 
 @dataclass
@@ -182,33 +167,25 @@ def find_duplicates(records: list[Record], threshold: int) -> dict:
             "exact_leaks": exact_leaks, "near_leaks": near_leaks, "leaked_validation_files": leaked}
 
 
-def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
+def build_dataset(recipe: FolderRecipe) -> tuple[DatasetDict, dict]:
     """Read, check and assemble the dataset; nothing leaves this function half-made."""
-    data_dir = Path(args.data_dir)
+    data_dir = Path(recipe.data_dir)
     class_names, files = scan_folder(data_dir)
-    records, bad = [], []
-    for split in files:
-        for path in files[split]:
-            try:
-                records.append(load_record(path, data_dir))
-            except BadImageError as e:
-                if not args.skip_bad_files:
-                    raise UserError(f"{e} (use --skip_bad_files to leave such files out)") from None
-                bad.append(str(e))
+    records, bad = read_records(files, data_dir, recipe.skip_bad_files)
     made = "all" in files
     if made:
         present = {r.label for r in records}
         for name in class_names:
             if name not in present:
                 raise UserError(f"{data_dir / name}: no usable image left in this class folder")
-        make_validation_split(records, args.validation_fraction, args.seed, args.near_duplicate_threshold)
+        make_validation_split(records, recipe.validation_fraction, recipe.seed, recipe.near_duplicate_threshold)
     present = {(r.split, r.label) for r in records}
     for split in SPLITS:
         for name in class_names:
             if (split, name) not in present:
                 where = data_dir / name if made else data_dir / split / name
                 raise UserError(f"{where}: no usable image left for {split} in this class folder")
-    report = find_duplicates(records, args.near_duplicate_threshold)
+    report = find_duplicates(records, recipe.near_duplicate_threshold)
     leaked = set(report["leaked_validation_files"])
     features = Features({"image": Image(), "label": ClassLabel(names=class_names), "file": Value("string"),
                          "leak": Value("bool")})
@@ -221,10 +198,32 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
             "file": [r.file for r in rows],
             "leak": [r.file in leaked for r in rows],
         }, features=features, split=split)
+    report.update(folder_report(records, class_names, leaked, bad, recipe, made))
+    report["imbalance"] = imbalance(report["counts"]["train"])
+    return DatasetDict(splits), report
+
+
+def read_records(files: dict[str, list[Path]], data_dir: Path, skip_bad_files: bool) -> tuple[list[Record], list[str]]:
+    """Every file decoded by content: (the records, the files skipped and why)."""
+    records, bad = [], []
+    for split in files:
+        for path in files[split]:
+            try:
+                records.append(load_record(path, data_dir))
+            except BadImageError as e:
+                if not skip_bad_files:
+                    raise UserError(f"{e} (use --skip_bad_files to leave such files out)") from None
+                bad.append(str(e))
+    return records, bad
+
+
+def folder_report(records: list[Record], class_names: list[str], leaked: set[str], bad: list[str],
+                  recipe: FolderRecipe, made: bool) -> dict:
+    """What the folder holds: counts, formats by content, misnamed files, sizes, the split and its leaks."""
     short_sides = [min(r.size) for r in records]
     counts = Counter((r.split, r.label) for r in records)
-    report.update({
-        "data_dir": str(data_dir), "class_names": class_names, "skipped_files": bad,
+    return {
+        "data_dir": str(recipe.data_dir), "class_names": class_names, "skipped_files": bad,
         "counts": {s: {c: counts[(s, c)] for c in class_names} for s in SPLITS},
         "formats_by_content": _count(f"{r.format}" for r in records),
         "misnamed_files": [f"{r.file} is {r.format}" for r in records
@@ -234,11 +233,9 @@ def build_dataset(args: DatasetArguments) -> tuple[DatasetDict, dict]:
                        "median_short_side": int(np.median(short_sides)),
                        "short_side_below_224": sum(s < 224 for s in short_sides), "total": len(records)},
         "leak_free_validation": sum(r.split == "validation" and r.file not in leaked for r in records),
-        "validation_split": (f"made here: a seeded ({args.seed}), stratified {args.validation_fraction:.0%} of each "
-                             "class, near-duplicate groups kept on one side" if made else "validation/ folder"),
-    })
-    report["imbalance"] = imbalance(report["counts"]["train"])
-    return DatasetDict(splits), report
+        "validation_split": (f"made here: a seeded ({recipe.seed}), stratified {recipe.validation_fraction:.0%} of "
+                             "each class, near-duplicate groups kept on one side" if made else "validation/ folder"),
+    }
 
 
 def _count(values) -> dict:

@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoints import FRESH_STATE, resume_state, save_checkpoint
-from .features import FeatureBank, bank_loader
+from .features import FeatureBank, SplitFeatures, bank_loader
+from .recipe import HeadRecipe
 
 CALIBRATION_FOLDS = 5
 STD_FLOOR = 0.02  # of the median feature's spread: below, a feature is left out (Alien vs. Predator's least: 0.03)
@@ -72,12 +73,13 @@ def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Te
     return len(labels) / (num_classes * counts.clamp_min(1))
 
 
-def train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight: torch.Tensor | None = None) -> float:
+def train_one_epoch(head, loader, optimizer, scheduler, accelerator, label_smoothing: float = 0.0,
+                    weight: torch.Tensor | None = None) -> float:
     head.train()
     total, count = 0.0, 0
     for features, labels in loader:
         with accelerator.accumulate(head):
-            loss = F.cross_entropy(head(features), labels, weight=weight, label_smoothing=args.label_smoothing)
+            loss = F.cross_entropy(head(features), labels, weight=weight, label_smoothing=label_smoothing)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -86,11 +88,11 @@ def train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weigh
     return total / max(count, 1)
 
 
-def head_optimizer(head: nn.Module, steps_per_epoch: int, args, accumulation: int = 1
+def head_optimizer(head: nn.Module, steps_per_epoch: int, recipe: HeadRecipe, accumulation: int = 1
                    ) -> tuple[torch.optim.Optimizer, object]:
-    """AdamW with a one-cycle schedule over ``args.epochs``: the one recipe every head is trained with."""
-    optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    return optimizer, one_cycle(optimizer, args.learning_rate, args.epochs * -(-steps_per_epoch // accumulation))
+    """AdamW with a one-cycle schedule over ``recipe.epochs``: the one recipe every head is trained with."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    return optimizer, one_cycle(optimizer, recipe.learning_rate, recipe.epochs * -(-steps_per_epoch // accumulation))
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float | list[float], steps: int
@@ -102,17 +104,17 @@ def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float | list[float], ste
                                                total_steps=steps)
 
 
-def fit_plain_head(linear: nn.Linear, bank: FeatureBank, index: torch.Tensor, accelerator, args,
+def fit_plain_head(linear: nn.Linear, bank: FeatureBank, index: torch.Tensor, accelerator, recipe: HeadRecipe,
                    seed: int, after_epoch: Callable[[nn.Module], None] | None = None) -> StandardizedHead:
-    """A head trained on ``index``'s rows with the final head's recipe for ``args.epochs`` (no checkpoints, no
+    """A head trained on ``index``'s rows with the final head's recipe for ``recipe.epochs`` (no checkpoints, no
     selection), in eval mode; ``after_epoch(head)`` is called after each epoch."""
     torch.manual_seed(seed)
     head = StandardizedHead(copy.deepcopy(linear), *bank.mean_std(index))
-    loader = bank_loader(bank, index, args.batch_size, seed)
-    weight = class_weights(bank.labels[index], linear.out_features, args.class_weight)
-    optimizer, scheduler = head_optimizer(head, len(loader), args)
-    for _ in range(args.epochs):
-        train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
+    loader = bank_loader(bank, index, recipe.batch_size, seed)
+    weight = class_weights(bank.labels[index], linear.out_features, recipe.class_weight)
+    optimizer, scheduler = head_optimizer(head, len(loader), recipe)
+    for _ in range(recipe.epochs):
+        train_one_epoch(head, loader, optimizer, scheduler, accelerator, recipe.label_smoothing, weight)
         if after_epoch is not None:
             after_epoch(head.eval())
     return head.eval()
@@ -173,8 +175,8 @@ class OutOfFold:
         return torch.cat(out)
 
 
-def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, fold_of: np.ndarray | None,
-                       fold_banks: list[FeatureBank] | None = None) -> OutOfFold:
+def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, recipe: HeadRecipe,
+                       fold_of: np.ndarray | None, fold_banks: list[FeatureBank] | None = None) -> OutOfFold:
     """Every train image's plain views scored by a head that never saw it (nor its near duplicates).
 
     The bank's first two views are un-augmented (the image and its mirror). One head per fold of
@@ -186,17 +188,26 @@ def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, args, 
     rows_out, states = [], []
     if fold_of is None:
         return OutOfFold(bank, rows_out, states, linear.out_features)
-    fold_of = torch.from_numpy(fold_of)
-    image_of_row = torch.arange(len(bank)) % images
     for fold in range(int(fold_of.max()) + 1):
-        held = fold_of == fold
-        rows = (~held[image_of_row]).nonzero().squeeze(1)
-        held_out = held.nonzero().squeeze(1)
+        rows = rows_without(fold_of, fold, bank)
+        held_out = torch.from_numpy(fold_of == fold).nonzero().squeeze(1)
         rows_out.append(torch.cat([view * images + held_out for view in range(plain_views)]))
         states.append([])
-        fit_plain_head(linear, fold_banks[fold] if fold_banks else bank, rows, accelerator, args,
-                       seed=args.seed * 100 + fold, after_epoch=lambda head, kept=states[-1]: kept.append(folded(head)))
+        fit_plain_head(linear, fold_banks[fold] if fold_banks else bank, rows, accelerator, recipe,
+                       seed=fold_seed(recipe.seed, fold),
+                       after_epoch=lambda head, kept=states[-1]: kept.append(folded(head)))
     return OutOfFold(bank, rows_out, states, linear.out_features, fold_banks)
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The seed of fold ``fold``'s head and stage tuning: apart from the final head's and every other fold's."""
+    return seed * 100 + fold
+
+
+def rows_without(fold_of: np.ndarray, fold: int, bank: FeatureBank) -> torch.Tensor:
+    """The bank's rows (every view; row r shows image r % images) of the images outside ``fold``."""
+    image_of_row = torch.arange(len(bank)) % bank.images
+    return (~torch.from_numpy(fold_of == fold)[image_of_row]).nonzero().squeeze(1)
 
 
 def folded(head: StandardizedHead) -> dict[str, torch.Tensor]:
@@ -204,16 +215,16 @@ def folded(head: StandardizedHead) -> dict[str, torch.Tensor]:
     return copy.deepcopy(head).fold().state_dict()
 
 
-def holdout_scores(head: nn.Module, holdout: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, float]:
-    """(accuracy on the plain images, log loss over the images and their mirrors) of ``head`` on (2, N, D);
-    (None, 0.0) for an empty holdout."""
-    if len(labels) == 0:
+def holdout_scores(head: nn.Module, holdout: SplitFeatures) -> tuple[float | None, float]:
+    """(accuracy on the plain images, log loss over the images and their mirrors) of ``head``; (None, 0.0) for an
+    empty holdout."""
+    if len(holdout) == 0:
         return None, 0.0
     head.eval()
     with torch.no_grad():
-        logits = head(holdout)
-    accuracy = (logits[0].argmax(-1) == labels).float().mean().item()
-    return accuracy, F.cross_entropy(logits.flatten(0, 1), labels.repeat(len(holdout))).item()
+        logits = head(holdout.pairs)
+    accuracy = (logits[0].argmax(-1) == holdout.labels).float().mean().item()
+    return accuracy, F.cross_entropy(logits.flatten(0, 1), holdout.labels.repeat(len(holdout.pairs))).item()
 
 
 def held_out_loss(holdout_loss: float, holdout_rows: int, out_of_fold: tuple[list[float], int] | None,
@@ -225,12 +236,12 @@ def held_out_loss(holdout_loss: float, holdout_rows: int, out_of_fold: tuple[lis
     return (holdout_loss * holdout_rows + losses[epoch] * rows) / (holdout_rows + rows)
 
 
-def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdout_labels: torch.Tensor,
-              rows: torch.Tensor, accelerator, args, output_dir: Path,
-              out_of_fold: tuple[list[float], int] | None = None) -> tuple[nn.Linear, dict]:
-    """``linear`` trained for ``args.epochs`` on ``rows`` of the bank, checkpointed each epoch (``args.resume``
-    continues); the epoch with the lowest log loss on every held-out prediction, folded: the holdout ((2, N, D): the
-    image and its mirror) through this head, and the training images through their out-of-fold heads after the
+def best_head(linear: nn.Linear, bank: FeatureBank, rows: torch.Tensor, holdout: SplitFeatures, accelerator,
+              recipe: HeadRecipe, output_dir: Path, out_of_fold: tuple[list[float], int] | None = None
+              ) -> tuple[nn.Linear, dict]:
+    """``linear`` trained for ``recipe.epochs`` on ``rows`` of the bank, checkpointed each epoch (``recipe.resume``
+    continues); the epoch with the lowest log loss on every held-out prediction, folded: the holdout (each image and
+    its mirror) through this head, and the training images through their out-of-fold heads after the
     same epoch (``out_of_fold``: one loss per epoch, and how many predictions each is over). A small folder's
     holdout of a few images alone picks an under-trained epoch by chance; with neither, the last epoch is kept.
 
@@ -239,23 +250,23 @@ def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdo
     """
     checkpoints = output_dir / "checkpoints"
     head = StandardizedHead(linear, *bank.mean_std(rows))
-    loader = bank_loader(bank, rows, args.batch_size)
+    loader = bank_loader(bank, rows, recipe.batch_size)
     order = loader.generator  # the prepared loader shuffles with it: reseeded per epoch below
-    weight = class_weights(bank.labels[rows], head.linear.out_features, args.class_weight)
-    optimizer, scheduler = head_optimizer(head, len(loader), args, args.gradient_accumulation_steps)
+    weight = class_weights(bank.labels[rows], head.linear.out_features, recipe.class_weight)
+    optimizer, scheduler = head_optimizer(head, len(loader), recipe, recipe.gradient_accumulation_steps)
     head, optimizer, loader, scheduler = accelerator.prepare(head, optimizer, loader, scheduler)
     weight = None if weight is None else weight.to(accelerator.device)
-    state = resume_state(accelerator, checkpoints) if args.resume else dict(FRESH_STATE)
-    selected_on = " and ".join(name for name, used in (("holdout", len(holdout_labels)), ("out-of-fold", out_of_fold))
+    state = resume_state(accelerator, checkpoints) if recipe.resume else dict(FRESH_STATE)
+    selected_on = " and ".join(name for name, used in (("holdout", len(holdout)), ("out-of-fold", out_of_fold))
                                if used) or "last epoch"
-    for epoch in tqdm(range(state["epoch"] + 1, args.epochs), desc="head epochs",
+    for epoch in tqdm(range(state["epoch"] + 1, recipe.epochs), desc="head epochs",
                       disable=not accelerator.is_main_process):
-        set_seed(args.seed + epoch)  # an epoch depends on (seed, epoch) only: resume is exact
-        order.manual_seed(args.seed + epoch)
-        loss = train_one_epoch(head, loader, optimizer, scheduler, accelerator, args, weight)
+        set_seed(recipe.seed + epoch)  # an epoch depends on (seed, epoch) only: resume is exact
+        order.manual_seed(recipe.seed + epoch)
+        loss = train_one_epoch(head, loader, optimizer, scheduler, accelerator, recipe.label_smoothing, weight)
         loss = accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean").item()  # every process's
-        holdout_accuracy, holdout_loss = holdout_scores(accelerator.unwrap_model(head), holdout, holdout_labels)
-        selection_loss = held_out_loss(holdout_loss, 2 * len(holdout_labels), out_of_fold, epoch)
+        holdout_accuracy, holdout_loss = holdout_scores(accelerator.unwrap_model(head), holdout)
+        selection_loss = held_out_loss(holdout_loss, 2 * len(holdout), out_of_fold, epoch)
         state.update(epoch=epoch, selected_on=selected_on)
         if selection_loss <= state["best_holdout_loss"]:  # selection on held-out train, never validation; ties: later
             state.update(best_holdout=holdout_accuracy, best_holdout_loss=selection_loss, best_epoch=epoch)
@@ -268,3 +279,17 @@ def best_head(linear: nn.Linear, bank: FeatureBank, holdout: torch.Tensor, holdo
     head = accelerator.unwrap_model(head)
     head.load_state_dict(load_file(output_dir / "best_head.safetensors"))
     return head.fold(), state  # the saved model is a plain timm model: the scaling now lives in its head
+
+
+HOLDOUT_ALONE_PER_CLASS = 5  # holdout images per class (each class present) above which it picks the epoch alone
+
+
+def selection_out_of_fold(held_out: OutOfFold, holdout: SplitFeatures, classes: int
+                          ) -> tuple[list[float], int] | None:
+    """The out-of-fold losses the epoch is also chosen on, or None where the holdout can choose alone: the fold
+    heads see (k-1)/k of train and over-fit sooner, so they pull the choice early; a holdout of a few images per
+    class (a small folder) is noisier still, and picked the epoch-0 head on 10 glyphs."""
+    counts = torch.bincount(holdout.labels, minlength=classes)
+    if (counts.min() > 0 and len(holdout) >= HOLDOUT_ALONE_PER_CLASS * classes) or not len(held_out.rows):
+        return None
+    return held_out.losses(), len(held_out.rows)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import FeatureBank
-from .head import fit_plain_head
+from .features import FeatureBank, SplitFeatures
+from .head import OutOfFold, fit_plain_head
+from .recipe import HeadRecipe
 
 SHOWN = 20  # suspects listed in the report and the card
 
@@ -57,6 +58,26 @@ def find_suspects(probs: np.ndarray, labels: np.ndarray, files: list[str], class
                       "ranked by self-confidence"}
 
 
+def suspects_of(held_out: OutOfFold, labels, files: list[str], class_names: list[str]) -> dict:
+    """The suspects among train (``labels``, ``files``), judged on the out-of-fold heads' probabilities."""
+    held_images = held_out.rows % held_out.bank.images
+    return find_suspects(out_of_fold_probabilities(held_out.logits(), held_images, len(labels)), np.asarray(labels),
+                         files, class_names, scored=held_images.unique().numpy())
+
+
+def suspects_and_rows(held_out: OutOfFold, data, bank: FeatureBank, validation: SplitFeatures, accelerator,
+                      recipe: HeadRecipe, linear) -> tuple[dict, torch.Tensor]:
+    """(the suspects among ``data.train``, the bank rows the head trains on): every row, or with
+    ``recipe.drop_suspects`` the rows of the images not flagged, and the head (``linear``, untrained) trained on
+    both, side by side on validation."""
+    mislabels = suspects_of(held_out, data.train["label"], data.files, data.class_names)
+    if not recipe.drop_suspects:
+        return mislabels, torch.arange(len(bank))
+    rows = kept_rows(mislabels["flagged_indices"], bank)
+    mislabels["comparison"] = compare_dropping(linear, bank, rows, validation, accelerator, recipe)
+    return mislabels, rows
+
+
 def kept_rows(flagged: list[int], bank: FeatureBank) -> torch.Tensor:
     """The bank's rows (row r shows image r % images) of every image not flagged, all its views."""
     marked = torch.zeros(bank.images, dtype=torch.bool)
@@ -64,16 +85,16 @@ def kept_rows(flagged: list[int], bank: FeatureBank) -> torch.Tensor:
     return (~marked[torch.arange(len(bank)) % bank.images]).nonzero().squeeze(1)
 
 
-def compare_dropping(linear, bank: FeatureBank, keep: torch.Tensor, validation: torch.Tensor,
-                     validation_labels: torch.Tensor, accelerator, args) -> dict:
+def compare_dropping(linear, bank: FeatureBank, keep: torch.Tensor, validation: SplitFeatures, accelerator,
+                     recipe: HeadRecipe) -> dict:
     """Validation accuracy of the head recipe trained with and without the flagged images, side by side."""
     accuracy = {}
     for name, rows in (("kept", torch.arange(len(bank))), ("dropped", keep)):
-        head = fit_plain_head(linear, bank, rows, accelerator, args, seed=args.seed)
+        head = fit_plain_head(linear, bank, rows, accelerator, recipe, seed=recipe.seed)
         with torch.no_grad():
-            accuracy[name] = float((head(validation).argmax(-1) == validation_labels).float().mean())
+            accuracy[name] = float((head(validation.plain).argmax(-1) == validation.labels).float().mean())
     return {"validation_accuracy_kept": accuracy["kept"], "validation_accuracy_dropped": accuracy["dropped"],
-            "recipe": f"{args.epochs} head epochs, last epoch, no test-time augmentation, all validation"}
+            "recipe": f"{recipe.epochs} head epochs, last epoch, no test-time augmentation, all validation"}
 
 
 def pictured(suspects: list[dict]) -> list[dict]:

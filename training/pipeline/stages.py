@@ -40,6 +40,7 @@ from ..errors import UserError
 from .extractor import PooledFeatures, feature_extractor, half_dtype
 from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
 from .head import StandardizedHead, class_weights, one_cycle
+from .recipe import HeadRecipe, StageRecipe
 from .runtime import run_accelerator
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
@@ -99,6 +100,7 @@ class Suffix(nn.Module):
         self.layers = nn.Sequential(*stages[len(stages) - n:], *tail)
         self.pool = model.global_pool
         self.shape = tuple(shape)  # (C, H, W) of the cached activation
+        self.depth = n
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         activation = rows.view(-1, *self.shape).contiguous(memory_format=torch.channels_last)  # ~1.15x on CPU
@@ -150,43 +152,45 @@ def holdout_figures(model: nn.Module, holdout: FeatureBank) -> tuple[int, float]
     return right, loss / max(len(holdout), 1)
 
 
-def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: StandardizedHead, bank: FeatureBank,
-                rows: torch.Tensor, holdout: FeatureBank | None, epochs: int, args, seed: int, saved: Path,
-                precision: str = "no") -> Tuned:
-    """A copy of ``model``'s last ``n`` stages tuned for ``epochs`` on ``rows`` of the prefix ``bank`` with a head
-    that starts as ``probe``. The last epoch is kept (no selection: the fold tunings then repeat the same recipe
+@dataclass(frozen=True)
+class TuningRecipe:
+    """How a stage tuning trains: the stages' recipe, the head's (its learning rate, batch, loss) and the run's
+    measured precision, which the steps autocast to (the holdout's figures stay fp32, as users run the model)."""
+
+    stages: StageRecipe
+    head: HeadRecipe
+    precision: str = "no"
+
+
+def tune_stages(frozen: Suffix, probe: StandardizedHead, bank: FeatureBank, rows: torch.Tensor,
+                holdout: FeatureBank | None, recipe: TuningRecipe, seed: int, saved: Path) -> Tuned:
+    """A copy of the ``frozen`` suffix tuned for ``recipe.stages.epochs`` on ``rows`` of the prefix ``bank`` with a
+    head that starts as ``probe``. The last epoch is kept (no selection: the fold tunings then repeat the same recipe
     exactly); the ``holdout``'s figures after each epoch are reported. Saved to ``saved`` (a resumed run loads it
-    instead of tuning again: the result depends on the arguments and seed only). ``precision``: the run's chosen
-    precision, which the Accelerator autocasts the steps to; the holdout's figures are fp32, as users run the model."""
+    instead of tuning again: the result depends on the recipe and seed only)."""
     if saved.is_file():
         return Tuned(load_file(saved), json.loads(saved.with_suffix(".json").read_text()))
     started = time.time()
     set_seed(seed)
-    suffix = copy.deepcopy(Suffix(model, n, shape)).to(memory_format=torch.channels_last)
+    suffix = copy.deepcopy(frozen).to(memory_format=torch.channels_last)
     for p in suffix.parameters():
         p.requires_grad_(True)
     tuned = StageModel(suffix, copy.deepcopy(probe))
-    loader = bank_loader(bank, rows, args.batch_size, seed)
-    order = loader.generator
-    optimizer = torch.optim.AdamW([{"params": list(suffix.parameters()), "lr": args.stage_learning_rate},
-                                   {"params": list(tuned.head.parameters()), "lr": args.learning_rate}],
-                                  weight_decay=args.weight_decay)
-    scheduler = one_cycle(optimizer, [args.stage_learning_rate, args.learning_rate], epochs * len(loader))
-    weight = class_weights(bank.labels[rows], probe.linear.out_features, args.class_weight)
+    head, stages = recipe.head, recipe.stages
+    loader = bank_loader(bank, rows, head.batch_size, seed)
+    optimizer = torch.optim.AdamW([{"params": list(suffix.parameters()), "lr": stages.learning_rate},
+                                   {"params": list(tuned.head.parameters()), "lr": head.learning_rate}],
+                                  weight_decay=head.weight_decay)
+    scheduler = one_cycle(optimizer, [stages.learning_rate, head.learning_rate], stages.epochs * len(loader))
+    weight = class_weights(bank.labels[rows], probe.linear.out_features, head.class_weight)
     # Its own Accelerator (the processes are shared): the run's accelerator then checkpoints the head alone, so a
     # resumed run, which skips finished tunings, restores the same objects in the same order.
-    accelerator = run_accelerator(precision, dataloader_config=DataLoaderConfiguration(split_batches=True))
-    prepared, optimizer, loader, scheduler = accelerator.prepare(tuned, optimizer, loader, scheduler)
+    accelerator = run_accelerator(recipe.precision, dataloader_config=DataLoaderConfiguration(split_batches=True))
+    prepared, optimizer, prepared_loader, scheduler = accelerator.prepare(tuned, optimizer, loader, scheduler)
     history = []
-    for epoch in range(epochs):
-        order.manual_seed(seed + epoch)
-        prepared.eval()  # BatchNorm keeps its running statistics; no dropout
-        for features, labels in loader:
-            loss = F.cross_entropy(prepared(features), labels, weight=weight, label_smoothing=args.label_smoothing)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+    for epoch in range(stages.epochs):
+        loader.generator.manual_seed(seed + epoch)
+        tuning_epoch(prepared, prepared_loader, optimizer, scheduler, accelerator, weight, head.label_smoothing)
         unwrapped = accelerator.unwrap_model(prepared)
         entry = {"epoch": epoch}
         if holdout is not None:  # a new wrapper: the prepared one's forward autocasts
@@ -195,8 +199,25 @@ def tune_stages(model: nn.Module, n: int, shape: tuple[int, ...], probe: Standar
         history.append(entry)
     suffix = accelerator.unwrap_model(prepared).suffix
     state = {k: v.detach().contiguous().clone() for k, v in suffix.state_dict().items()}  # safetensors: contiguous
-    report = {"depth": n, "epochs": epochs, "last": history[-1], "history": history, "rows": len(rows),
-              "seconds": round(time.time() - started, 1)}
+    report = {"depth": frozen.depth, "epochs": stages.epochs, "last": history[-1], "history": history,
+              "rows": len(rows), "seconds": round(time.time() - started, 1)}
+    return save_tuning(Tuned(state, report), saved, accelerator)
+
+
+def tuning_epoch(model: nn.Module, loader, optimizer, scheduler, accelerator, weight: torch.Tensor | None,
+                 label_smoothing: float) -> None:
+    model.eval()  # BatchNorm keeps its running statistics; no dropout
+    for features, labels in loader:
+        loss = F.cross_entropy(model(features), labels, weight=weight, label_smoothing=label_smoothing)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+
+
+def save_tuning(tuned: Tuned, saved: Path, accelerator) -> Tuned:
+    """Weights and report to ``saved`` (the weights last: a complete tuning), by the main process."""
+    state, report = tuned.state, tuned.report
     if accelerator.is_main_process:
         saved.parent.mkdir(parents=True, exist_ok=True)
         save_file(state, saved.with_suffix(".tmp"))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..pipeline.results import load_results
+
 MAX_ECE = 0.03
 MAX_NEITHER = 0.02
 MAX_AUROC_DROP = 0.01
@@ -32,17 +34,14 @@ class Rule:
 
 def metrics(results: dict | None) -> dict[str, float | None]:
     """The gate's figures from a run's results.json (None where an older run did not measure one)."""
+    results = load_results(results or None)
     if not results:
         return {}
-    clean = results.get("validation_leak_free") or results["validation"]
-    ood = results.get("ood") or {}
-    used = (ood.get("methods") or {}).get(ood.get("method"), {})
-    neither = (ood.get("validation") or {}).get("neither")
-    if neither is None and ood.get("validation_accepted") is not None:  # a run from before the three answers
-        neither = 1 - ood["validation_accepted"]
+    clean, ood = results["validation_leak_free"], results["ood"]
+    used = ood["methods"].get(ood.get("method"), {})
     return {"leak-free accuracy": clean["accuracy"], "leak-free macro F1": clean["f1"],
-            "ECE": (results.get("calibration") or {}).get("validation_after", {}).get("ece"),
-            "validation neither": neither, "OOD AUROC": used.get("auroc_test")}
+            "ECE": results["calibration"].get("validation_after", {}).get("ece"),
+            "validation neither": ood["validation"].get("neither"), "OOD AUROC": used.get("auroc_test")}
 
 
 def rules(current: dict | None, candidate: dict, max_ece: float = MAX_ECE, max_neither: float = MAX_NEITHER,
@@ -65,7 +64,7 @@ def rules(current: dict | None, candidate: dict, max_ece: float = MAX_ECE, max_n
 def other_split(current: dict | None, candidate: dict) -> str | None:
     """Why main's figures and the candidate's cannot be compared (measured on different validation splits), or
     None: the same split, or a run that did not record its split (an older main)."""
-    before, after = ((r or {}).get("data") or {} for r in (current, candidate))
+    before, after = ((load_results(r or None) or {}).get("data") or {} for r in (current, candidate))
     if not before.get("validation_fingerprint") or not after.get("validation_fingerprint"):
         return None
     if before["validation_fingerprint"] == after["validation_fingerprint"]:

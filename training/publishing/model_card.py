@@ -10,13 +10,11 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 
 from ..errors import hub_errors
 from ..pipeline.metrics import MANY_CLASSES
+from ..pipeline.outputs import EVIDENCE, IMAGE_EVIDENCE, STUDY_FILES, UPLOADED
+from ..pipeline.results import Results, load_results
 from .visibility import check_images_may_go
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"
-UPLOADED = ("model.safetensors", "config.json", "ood.safetensors", "onnx/model.onnx", "onnx.json", "README.md",
-            "results.json", "run.json", "per_class.csv",
-            "confusion_matrix.png", "reliability.png", "faithfulness.json", "faithfulness.png", "suspects.png",
-            "study.json", "study.png")
 
 
 def base_model_id(backbone: str) -> str | None:
@@ -29,7 +27,7 @@ def base_model_id(backbone: str) -> str | None:
     return f"timm/{backbone}" if "." in backbone else None
 
 
-def render_card(results: dict, args, repo_id: str, study: dict | None = None,
+def render_card(results: Results, args, repo_id: str, study: dict | None = None,
                 faithfulness: dict | None = None, onnx: dict | None = None) -> ModelCard:
     full, clean = results["validation"], results["validation_leak_free"]
     dataset_id = args.dataset_id
@@ -62,9 +60,6 @@ def render_card(results: dict, args, repo_id: str, study: dict | None = None,
                                    run=json.loads(Path(args.output_dir, "run.json").read_text()))
 
 
-IMAGE_EVIDENCE = ("suspects.png", "faithfulness.png")  # pictures of the dataset's own images
-
-
 def push_model(output_dir: Path, repo_id: str, args, private: bool = False, study_dir: Path | None = None,
                message: str | None = None, create_pr: bool = False, description: str | None = None) -> CommitInfo:
     """Upload the saved model, its card and the run's evidence as one commit (on ``main``, or as a pull
@@ -72,12 +67,10 @@ def push_model(output_dir: Path, repo_id: str, args, private: bool = False, stud
 
     ``study_dir`` holding ``study.json``/``study.png`` (from ``training.study``) adds the study to the card.
     """
-    results = json.loads((output_dir / "results.json").read_text())
-    evidence = {name: output_dir / name for name in ("results.json", "run.json", "per_class.csv",
-                                                     "confusion_matrix.png", "reliability.png", "faithfulness.json",
-                                                     "faithfulness.png", "suspects.png", "onnx.json")}
+    results = load_results(output_dir / "results.json")
+    evidence = {name: output_dir / name for name in EVIDENCE}
     if study_dir is not None and (study_dir / "study.json").is_file():
-        evidence.update({name: study_dir / name for name in ("study.json", "study.png")})
+        evidence.update({name: study_dir / name for name in STUDY_FILES})
     study = json.loads(evidence["study.json"].read_text()) if "study.json" in evidence else None
     faithfulness = (json.loads(evidence["faithfulness.json"].read_text())
                     if evidence["faithfulness.json"].is_file() else None)
