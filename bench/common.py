@@ -15,7 +15,7 @@ LITE0_HUB = "hf-hub:timm/tf_efficientnet_lite0.in1k"  # the same weights, mirror
 
 def machine() -> str:
     sys.path.insert(0, str(ROOT))
-    from training.pipeline.runinfo import run_info
+    from training.pipeline.export.runinfo import run_info
 
     info = run_info()
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k in ("torch", "timm", "gradio"))
@@ -24,7 +24,7 @@ def machine() -> str:
 
 def real_images(n: int | None = None):
     """Training images of the shared data, decoded once (upright RGB)."""
-    from training.pipeline.folder import FolderRecipe, build_dataset
+    from training.pipeline.data.folder import FolderRecipe, build_dataset
 
     dataset, _ = build_dataset(FolderRecipe(data_dir=str(SHARED / "data" / "alien-vs-predator")))
     train = dataset["train"] if n is None else dataset["train"].select(range(n))

@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.common import LITE0, machine, real_images, table
-from training.pipeline.augment import build_transform
-from training.pipeline.extractor import feature_extractor, image_features, keep_freed_memory
+from training.pipeline.data.augment import build_transform
+from training.pipeline.features.extractor import feature_extractor, image_features, keep_freed_memory
 
 
 def cross_validate(features: np.ndarray, mirrored: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple:

@@ -23,9 +23,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from bench.common import LITE0, SHARED, machine, p50, p95, table, timed
 from space import image_io, inference  # noqa: E402
-from training.pipeline.model import save_model
-from training.pipeline.onnx_export import export_onnx
-from training.pipeline.torch_classifier import TorchClassifier
+from training.pipeline.export.onnx_export import export_onnx
+from training.pipeline.export.torch_classifier import TorchClassifier
+from training.pipeline.features.model import save_model
 
 
 def full_backward_grad_cam(model, pixels: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import machine, table
-from training.pipeline.extractor import feature_extractor, keep_freed_memory
+from training.pipeline.features.extractor import feature_extractor, keep_freed_memory
 
 
 def matmul_gflops(dtype: torch.dtype, size: int, repeat: int) -> float:

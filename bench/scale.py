@@ -24,11 +24,11 @@ from accelerate import Accelerator
 from datasets import concatenate_datasets
 
 from bench.common import LITE0, machine, real_images, table
-from training.pipeline.data import make_loader
-from training.pipeline.extractor import feature_extractor, keep_freed_memory
-from training.pipeline.features import split_features
-from training.pipeline.model import build_model, data_config
-from training.pipeline.runinfo import peak_rss_mib
+from training.pipeline.data.splits import make_loader
+from training.pipeline.export.runinfo import peak_rss_mib
+from training.pipeline.features.bank import split_features
+from training.pipeline.features.extractor import feature_extractor, keep_freed_memory
+from training.pipeline.features.model import build_model, data_config
 
 A100_BF16_TFLOPS = 312  # dense peak from NVIDIA's data sheet
 A100_EFFICIENCY = 0.1  # assumed for a depthwise-heavy convnet (memory-bound); an optimistic guess, not measured
@@ -40,7 +40,7 @@ BANK_DIM = 1280  # Lite0's pooled features
 def head_epoch(rows: int, mode: str, folder: Path) -> dict:
     """One head epoch over a synthetic bank of ``rows`` rows, kept on disk (as training does) or in memory
     (as it did); run in a fresh process so that its peak RSS is its own."""
-    from training.pipeline.features import FeatureBank, NpyRowWriter, bank_loader
+    from training.pipeline.features.bank import FeatureBank, NpyRowWriter, bank_loader
 
     classes = 2
     generator = torch.Generator().manual_seed(0)
@@ -72,10 +72,10 @@ def head_epoch(rows: int, mode: str, folder: Path) -> dict:
 def stage_epoch(rows: int, folder: Path) -> dict:
     """One ``--unfreeze_last_stages 1`` tuning epoch of Lite0 over a synthetic fp16 prefix bank of ``rows`` rows
     (the last stage's input, 192 x 7 x 7), kept on disk as training keeps it; in a fresh process."""
-    from training.pipeline.features import FeatureBank, NpyRowWriter
-    from training.pipeline.head import StandardizedHead
+    from training.pipeline.features.bank import FeatureBank, NpyRowWriter
+    from training.pipeline.features.tuning import Suffix, TuningRecipe, activation_shape, tune_stages
+    from training.pipeline.head.linear import StandardizedHead
     from training.pipeline.recipe import HeadRecipe, StageRecipe
-    from training.pipeline.stages import Suffix, TuningRecipe, activation_shape, tune_stages
 
     model = build_model("tf_efficientnet_lite0", 2, pretrained=False)
     shape = activation_shape(model, 1, (3, 224, 224))

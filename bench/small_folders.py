@@ -67,10 +67,10 @@ def probe(folder: Path | str) -> dict:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from training.pipeline.augment import build_transform
-    from training.pipeline.data import load_splits
-    from training.pipeline.extractor import feature_extractor, image_features
-    from training.pipeline.model import build_model, data_config
+    from training.pipeline.data.augment import build_transform
+    from training.pipeline.data.splits import load_splits
+    from training.pipeline.features.extractor import feature_extractor, image_features
+    from training.pipeline.features.model import build_model, data_config
 
     started = time.time()
     splits = load_splits(str(folder))

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.common import LITE0_HUB, ROOT, machine, table
-from training.pipeline.runinfo import peak_rss_mib
+from training.pipeline.export.runinfo import peak_rss_mib
 
 TARGET = 0.97
 
@@ -36,8 +36,8 @@ def baseline(args: argparse.Namespace) -> None:
     import torch
 
     from bench.train_throughput import plain_loop
-    from training.pipeline.data import load_splits, make_loader
-    from training.pipeline.model import build_model, data_config
+    from training.pipeline.data.splits import load_splits, make_loader
+    from training.pipeline.features.model import build_model, data_config
 
     torch.manual_seed(args.seed)
     dataset = load_splits(args.dataset_id)

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from bench.common import LITE0, machine, real_images, table
-from training.pipeline.data import make_loader
-from training.pipeline.extractor import feature_extractor, keep_freed_memory
-from training.pipeline.model import build_model, data_config
-from training.pipeline.runtime import OnnxPooledFeatures
+from training.pipeline.data.splits import make_loader
+from training.pipeline.features.extractor import feature_extractor, keep_freed_memory
+from training.pipeline.features.model import build_model, data_config
+from training.pipeline.features.runtime import OnnxPooledFeatures
 
 
 def plain_loop(model, loader, optimizer: torch.optim.Optimizer | None = None) -> float:

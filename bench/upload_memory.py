@@ -78,8 +78,8 @@ def uploads(folder: Path) -> dict[str, Path]:
 
 def model_folder(folder: Path) -> Path:
     sys.path.insert(0, str(ROOT))
-    from training.pipeline.model import build_model, save_model
-    from training.pipeline.onnx_export import export_onnx
+    from training.pipeline.export.onnx_export import export_onnx
+    from training.pipeline.features.model import build_model, save_model
 
     saved = save_model(build_model("tf_efficientnet_lite0", 2, pretrained=False), ["a", "b"], folder)
     export_onnx(saved)

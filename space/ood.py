@@ -1,7 +1,7 @@
 """Out-of-distribution scores on a frozen backbone's pooled features: higher = less like the training images.
 
 Pure numpy and self-contained (the Space runs without torch): the Space, ``training.predict`` and
-training all score with this one module (training fits the statistics, ``training/pipeline/ood.py``).
+training all score with this one module (training fits the statistics, ``training/pipeline/trust/ood.py``).
 The statistics ship in the model repo as ``ood.safetensors``; the method, its parameters and the
 threshold in ``config.json`` under ``"ood"``.
 

@@ -79,7 +79,7 @@ def hub():
 @pytest.fixture(scope="session")
 def avp_dataset():
     """The dataset built from the shared data, and its report (built once per session)."""
-    from training.pipeline.folder import FolderRecipe, build_dataset
+    from training.pipeline.data.folder import FolderRecipe, build_dataset
 
     assert DATA_DIR.is_dir(), f"the shared data must lie beside the repo: {DATA_DIR}"
     return build_dataset(FolderRecipe(data_dir=str(DATA_DIR)))

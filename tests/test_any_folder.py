@@ -66,7 +66,7 @@ def shapes_folder(root: Path, classes: int, per_class: int, split: bool = False,
 
 
 def test_single_folder_gets_a_seeded_stratified_leak_free_split(tmp_path):
-    from training.pipeline.folder import FolderRecipe, build_dataset
+    from training.pipeline.data.folder import FolderRecipe, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=20)
     duplicate = folder / "disc" / "0.png"
@@ -88,7 +88,7 @@ def test_single_folder_gets_a_seeded_stratified_leak_free_split(tmp_path):
 
 
 def test_class_with_one_image_cannot_be_split(tmp_path):
-    from training.pipeline.folder import FolderRecipe, build_dataset
+    from training.pipeline.data.folder import FolderRecipe, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=2, per_class=6)
     for extra in list((folder / "square").iterdir())[1:]:
@@ -115,7 +115,7 @@ def test_imagefolder_dataset_from_the_hub_trains_as_is(hub, tmp_path):
     """``load_dataset("imagefolder")`` pushed elsewhere: one split, no file/leak columns."""
     from datasets import load_dataset
 
-    from training.pipeline.data import load_splits
+    from training.pipeline.data.splits import load_splits
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=10)
     load_dataset("imagefolder", data_dir=str(folder)).push_to_hub("demo/imagefolder-shapes")
@@ -206,8 +206,8 @@ def test_class_weight_balanced_helps_the_small_class(tmp_path):
     """Ten to one: balanced weights raise the small class's recall, everything else equal."""
     import torch
 
-    from training.pipeline.features import save_bank
-    from training.pipeline.head import fit_plain_head
+    from training.pipeline.features.bank import save_bank
+    from training.pipeline.head.linear import fit_plain_head
     from training.pipeline.recipe import HeadRecipe
 
     rng = np.random.default_rng(0)
@@ -239,7 +239,7 @@ class _NoAccelerator:
 
 
 def test_confusion_matrix_grows_with_the_class_count(tmp_path):
-    from training.pipeline.metrics import save_confusion_matrix
+    from training.pipeline.evaluate.metrics import save_confusion_matrix
 
     sizes = {}
     for n in (2, 40):
@@ -250,7 +250,7 @@ def test_confusion_matrix_grows_with_the_class_count(tmp_path):
 
 
 def test_report_names_the_imbalance(tmp_path):
-    from training.pipeline.folder import FolderRecipe, build_dataset
+    from training.pipeline.data.folder import FolderRecipe, build_dataset
 
     folder = shapes_folder(tmp_path / "shapes", classes=3, per_class=30)
     for extra in sorted((folder / "triangle").iterdir())[6:]:

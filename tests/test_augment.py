@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.pipeline.augment import SMALL_CNN_CONFIG, VARIANTS, batch_transform, build_transform
+from training.pipeline.data.augment import SMALL_CNN_CONFIG, VARIANTS, batch_transform, build_transform
 
 LITE0_CONFIG = {"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875,
                 "interpolation": "bicubic"}
@@ -80,8 +80,8 @@ def test_evaluation_transform_equals_timms_on_every_mode_and_odd_sizes(crop_pct)
     import timm
 
     from space.image_io import to_rgb
-    from training.pipeline.augment import build_transform
-    from training.pipeline.model import data_config
+    from training.pipeline.data.augment import build_transform
+    from training.pipeline.features.model import data_config
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=2)
     config = data_config(model, crop_pct=crop_pct)

@@ -9,9 +9,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from training.pipeline.converged import calibrated_losses, clearly_lower, compete, competes, fit_converged
-from training.pipeline.features import save_bank
-from training.pipeline.head import OutOfFold
+from training.pipeline.features.bank import save_bank
+from training.pipeline.head.converged import calibrated_losses, clearly_lower, compete, competes, fit_converged
+from training.pipeline.head.linear import OutOfFold
 
 
 def barely_varying(images: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

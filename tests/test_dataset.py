@@ -9,8 +9,8 @@ from huggingface_hub import DatasetCard, HfApi
 from PIL import Image
 
 from tests.conftest import DATA_DIR, fresh_hf_home, run_module
-from training.pipeline.folder import FolderRecipe, build_dataset
-from training.pipeline.images import decode_image
+from training.pipeline.data.folder import FolderRecipe, build_dataset
+from training.pipeline.data.images import decode_image
 
 REQUIRED_YAML = ("license", "task_categories", "size_categories", "pretty_name", "tags", "dataset_info", "configs")
 
@@ -183,7 +183,7 @@ def test_the_measured_split_is_made_from_the_runs_own_arguments(tmp_path):
     from datasets import Image as ImageFeature
 
     from training.errors import UserError
-    from training.pipeline.data import load_splits, measured_validation
+    from training.pipeline.data.splits import load_splits, measured_validation
 
     images = [Image.new("RGB", (8, 8), (i * 9, 0, 0)) for i in range(20)]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})

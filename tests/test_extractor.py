@@ -9,8 +9,8 @@ from accelerate import Accelerator
 
 from tests.conftest import ROOT
 from training.errors import UserError
-from training.pipeline.extractor import choose_precision, compile_pays, cpu_has_bf16, feature_extractor
-from training.pipeline.model import build_model
+from training.pipeline.features.extractor import choose_precision, compile_pays, cpu_has_bf16, feature_extractor
+from training.pipeline.features.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_keep_freed_memory_stops_the_page_faults():
     # In a child process: the setting is process-wide and stays.
     probe = """
 import resource, sys, torch
-from training.pipeline.extractor import keep_freed_memory
+from training.pipeline.features.extractor import keep_freed_memory
 def faults_per_round():
     for _ in range(2):  # warm: the heap grows to fit the block (alignment may take a second try)
         torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
@@ -120,7 +120,7 @@ def _real_pixels(count: int) -> torch.Tensor:
 
 def test_onnxruntime_features_equal_torch_features(tmp_path):
     from tests.conftest import WEIGHTS_DIR
-    from training.pipeline.runtime import OnnxPooledFeatures
+    from training.pipeline.features.runtime import OnnxPooledFeatures
 
     model = build_model(f"local-dir:{WEIGHTS_DIR / 'tf_efficientnet_lite0.in1k'}", 2).eval()  # ImageNet weights
     onnx = OnnxPooledFeatures(model, (3, 224, 224), tmp_path / "backbone.onnx", Accelerator(cpu=True))
@@ -135,7 +135,7 @@ def test_onnxruntime_features_equal_torch_features(tmp_path):
 
 
 def test_auto_runtime_is_measured_and_explicit_choices_are_kept(lite0_random, tmp_path):
-    from training.pipeline.runtime import choose_runtime
+    from training.pipeline.features.runtime import choose_runtime
 
     accelerator = Accelerator(cpu=True)
     runtime, precision, speeds = choose_runtime("auto", "auto", lite0_random, (3, 96, 96), accelerator,

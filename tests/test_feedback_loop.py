@@ -88,8 +88,8 @@ def test_intake_refuses_validation_duplicates_and_repeats(avp_dataset, hub, tmp_
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
-    from training.pipeline.corrections import take_in
-    from training.pipeline.images import split_fingerprints
+    from training.pipeline.data.corrections import take_in
+    from training.pipeline.data.images import split_fingerprints
 
     dataset, _ = avp_dataset
     validation, train = dataset["validation"], dataset["train"].select(range(40))
@@ -115,11 +115,11 @@ def test_mislabel_finder_finds_flipped_labels(avp_dataset, tmp_path):
     import timm
 
     from tests.conftest import WEIGHTS_DIR
-    from training.pipeline.augment import build_transform
-    from training.pipeline.extractor import feature_extractor, image_features
-    from training.pipeline.features import save_bank
-    from training.pipeline.head import cross_fit_folds, out_of_fold_logits
-    from training.pipeline.mislabels import find_suspects, out_of_fold_probabilities
+    from training.pipeline.data.augment import build_transform
+    from training.pipeline.features.bank import save_bank
+    from training.pipeline.features.extractor import feature_extractor, image_features
+    from training.pipeline.head.linear import cross_fit_folds, out_of_fold_logits
+    from training.pipeline.head.mislabels import find_suspects, out_of_fold_probabilities
     from training.pipeline.recipe import HeadRecipe
 
     dataset, _ = avp_dataset
@@ -177,7 +177,7 @@ def test_training_with_feedback_reports_it_in_results_and_card(hub_dataset, tmp_
                           feedback_dataset="demo/avp-feedback-train", output_dir=str(tmp_path / "run"))
     results = train(args)
     assert results["feedback"]["received"] == 2 and results["feedback"]["added_to_train"] == 1
-    from training.pipeline.ood_set import ood_images
+    from training.pipeline.trust.ood_set import ood_images
 
     assert results["feedback"]["neither"] == 1
     assert results["ood"]["ood_images"] == len(ood_images(0)) + 1  # the "neither" joins the set

@@ -56,12 +56,12 @@ def test_no_import_cycle():
     assert cycles == []
 
 
-def test_no_stage_imports_a_command_and_the_space_is_one_package():
+def test_no_pipeline_step_imports_a_command_and_the_space_is_one_package():
     edges = graph()
-    stages = {m: deps for m, deps in edges.items() if m.startswith("training.pipeline")}
-    assert stages, "no stages found"
-    for stage, deps in stages.items():
-        assert not {d for d in deps if d.startswith("training.") and d.split(".")[1] in COMMANDS}, stage
+    steps = {m: deps for m, deps in edges.items() if m.startswith("training.pipeline")}
+    assert steps, "no pipeline modules found"
+    for step, deps in steps.items():
+        assert not {d for d in deps if d.startswith("training.") and d.split(".")[1] in COMMANDS}, step
     flat = {"app", "inference", "ood", "cam", "feedback", "image_io", "texts"}
     for path in (p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")):
         if path.name != "launcher.py":
@@ -79,11 +79,10 @@ def test_the_space_imports_neither_torch_nor_timm():
     assert "onnxruntime" in requirements and not any(f"\n{name}" in requirements for name in heavy)
 
 
-def test_stages_read_recipes_not_arguments():
-    """Commands turn their arguments into recipe records once (train_arguments.TrainArguments.recipe); no stage
-    reads an arguments object or imports the command line."""
-    stages = [p for p in (ROOT / "training" / "pipeline").rglob("*.py")]
-    for path in stages:
+def test_pipeline_steps_read_recipes_not_arguments():
+    """Commands turn their arguments into recipe records once (train_arguments.TrainArguments.recipe); no pipeline
+    module reads an arguments object or imports the command line."""
+    for path in (ROOT / "training" / "pipeline").rglob("*.py"):
         tree = ast.parse(path.read_text())
         reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                  and isinstance(node.value, ast.Name) and node.value.id == "args"]
@@ -107,3 +106,20 @@ def test_functions_in_training_stay_short_and_take_few_parameters():
             if lines > 50 or count > 8:
                 too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines, {count} params)")
     assert too_big == []
+
+
+FLOW = ("data", "features", "head", "trust", "evaluate", "export")
+
+
+def test_the_pipeline_is_laid_out_in_flow_order():
+    """training/pipeline/ holds the recipe records and one sub-package per step of the flow, each saying in one
+    line what it is for; the README's "How it works" names them in the same order."""
+    pipeline = ROOT / "training" / "pipeline"
+    assert sorted(p.name for p in pipeline.glob("*.py")) == ["__init__.py", "recipe.py"]
+    assert sorted(p.name for p in pipeline.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(FLOW)
+    for name in FLOW:
+        doc = ast.get_docstring(ast.parse((pipeline / name / "__init__.py").read_text()))
+        assert doc and "\n" not in doc.strip(), name
+    readme = (ROOT / "README.md").read_text().split("## How it works")[1]
+    positions = [readme.index(f"pipeline/{name}/") for name in FLOW]
+    assert positions == sorted(positions), positions

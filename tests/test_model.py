@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from training.errors import UserError
-from training.pipeline.model import build_model, set_train_mode, small_cnn
+from training.pipeline.features.model import build_model, set_train_mode, small_cnn
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "tf_efficientnet_lite0"])

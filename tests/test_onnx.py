@@ -19,9 +19,9 @@ from space.preprocess import EvalTransform
 from tests.conftest import DATA_DIR
 from tests.reference_cam import torch_cam
 from training.errors import UserError
-from training.pipeline import onnx_export
-from training.pipeline.model import save_model
-from training.pipeline.torch_classifier import TorchClassifier
+from training.pipeline.export import onnx_export
+from training.pipeline.export.torch_classifier import TorchClassifier
+from training.pipeline.features.model import save_model
 
 MODES = ("RGB", "L", "LA", "RGBA", "P", "CMYK", "1", "I;16", "I", "F")
 SIZES = ((300, 200), (17, 251), (224, 224), (225, 223), (640, 480), (50, 40), (1, 9))

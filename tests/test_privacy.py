@@ -65,7 +65,7 @@ def test_training_on_a_private_dataset_for_a_public_model_stops_before_training(
 
 
 def test_visitors_corrections_are_never_pictured_only_listed():
-    from training.pipeline.mislabels import pictured
+    from training.pipeline.head.mislabels import pictured
 
     suspects = [{"file": "train/alien/3.jpg"}, {"file": "feedback/0"}, {"file": "train/predator/9.jpg"},
                 {"file": "feedback/12"}]

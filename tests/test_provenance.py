@@ -4,8 +4,8 @@ from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from training.pipeline.images import split_fingerprints
-from training.pipeline.provenance import validation_fingerprint as fingerprint_of
+from training.pipeline.data.images import split_fingerprints
+from training.pipeline.data.provenance import validation_fingerprint as fingerprint_of
 from training.publishing.gate import comparison_table, other_split
 
 

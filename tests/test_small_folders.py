@@ -24,7 +24,7 @@ def calibrated_sample(images: int, classes: int, seed: int, scale: float = 1.0) 
 
 
 def test_many_images_keep_the_fitted_temperature():
-    from training.pipeline.calibration import shrunk_temperature
+    from training.pipeline.trust.calibration import shrunk_temperature
 
     logits, labels = calibrated_sample(3000, 5, seed=0, scale=3.0)
     found = shrunk_temperature(logits, labels, torch.arange(3000))
@@ -35,7 +35,7 @@ def test_few_images_keep_the_temperature_nearer_1_and_that_pays_on_new_images():
     """On a dozen images the fitted T swings; the shrunk one gives a lower NLL on new images, on average."""
     import torch.nn.functional as F
 
-    from training.pipeline.calibration import shrunk_temperature
+    from training.pipeline.trust.calibration import shrunk_temperature
 
     fresh_logits, fresh_labels = calibrated_sample(20000, 5, seed=999)
     fitted, shrunk, shrinkages = [], [], []
@@ -50,7 +50,7 @@ def test_few_images_keep_the_temperature_nearer_1_and_that_pays_on_new_images():
 
 
 def test_nothing_held_out_or_a_fit_at_the_edge_leaves_the_probabilities_unscaled():
-    from training.pipeline.calibration import TEMPERATURE_RANGE, shrunk_temperature
+    from training.pipeline.trust.calibration import TEMPERATURE_RANGE, shrunk_temperature
 
     one = shrunk_temperature(torch.randn(2, 3), torch.tensor([0, 0]), torch.tensor([7, 7]))  # one image, two views
     assert (one.value, one.images) == (1.0, 1)
@@ -61,7 +61,7 @@ def test_nothing_held_out_or_a_fit_at_the_edge_leaves_the_probabilities_unscaled
 
 
 def test_few_scores_put_the_neither_limit_on_the_safe_side():
-    from training.pipeline.ood import limit
+    from training.pipeline.trust.ood import limit
 
     scores = torch.linspace(0.1, 0.3, 1000)
     assert limit(scores, 0.005) == pytest.approx(float(torch.quantile(scores.double(), 0.995)))  # many: the share
@@ -72,7 +72,7 @@ def test_few_scores_put_the_neither_limit_on_the_safe_side():
 
 def test_a_perfect_score_on_few_images_still_gets_a_wide_accuracy_interval():
     """A bootstrap of 2 right answers is 1-1; the exact binomial interval says how little 2 images show."""
-    from training.pipeline.metrics import intervals
+    from training.pipeline.evaluate.metrics import intervals
 
     perfect = intervals(torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert perfect["accuracy"] == [0.2236, 1.0]  # 0.05 ** (1 / 2): the one-sided 5 % of two successes
@@ -83,7 +83,7 @@ def test_a_perfect_score_on_few_images_still_gets_a_wide_accuracy_interval():
 def test_holdout_takes_one_image_of_each_class_it_can_and_names_the_others(tmp_path):
     from datasets import ClassLabel, Dataset
 
-    from training.pipeline.data import holdout_split
+    from training.pipeline.data.splits import holdout_split
 
     labels = [0] * 8 + [1] * 4 + [2] * 3 + [3] * 1
     train = Dataset.from_dict({"label": labels}).cast_column("label", ClassLabel(names=["a", "b", "c", "d"]))
@@ -99,7 +99,7 @@ def test_a_dataset_without_validation_gets_one_image_of_each_class_and_a_single_
     from datasets import Image as ImageFeature
 
     from training.errors import UserError
-    from training.pipeline.data import load_splits
+    from training.pipeline.data.splits import load_splits
 
     def saved(labels: list[int], name: str) -> str:
         images = [tile_image(label, np.random.default_rng(i), 32) for i, label in enumerate(labels)]
@@ -116,7 +116,7 @@ def test_a_dataset_without_validation_gets_one_image_of_each_class_and_a_single_
 
 
 def test_folds_leave_a_single_image_class_in_every_fold():
-    from training.pipeline.head import cross_fit_folds
+    from training.pipeline.head.linear import cross_fit_folds
 
     labels = torch.tensor([0] * 6 + [1] * 2 + [2])
     fold_of = cross_fit_folds(labels, None, seed=0)
@@ -126,7 +126,7 @@ def test_folds_leave_a_single_image_class_in_every_fold():
 
 
 def test_mislabel_finder_copes_with_classes_of_two_images_and_unscored_ones():
-    from training.pipeline.mislabels import find_suspects
+    from training.pipeline.head.mislabels import find_suspects
 
     rng = np.random.default_rng(0)
     labels = np.array([0, 0, 1, 1, 2, 3])

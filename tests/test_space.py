@@ -27,8 +27,8 @@ def random_resnet50(hub, tmp_path_factory) -> str:
     """A frozen ResNet50 with random weights and a 2-class head, in the model repo layout."""
     from huggingface_hub import HfApi
 
-    from training.pipeline.model import build_model, save_model
-    from training.pipeline.onnx_export import export_onnx
+    from training.pipeline.export.onnx_export import export_onnx
+    from training.pipeline.features.model import build_model, save_model
 
     folder = save_model(build_model("resnet50", 2, pretrained=False), ["alien", "predator"],
                         tmp_path_factory.mktemp("resnet50"))
@@ -95,7 +95,7 @@ def test_gradient_cams_match_pytorch_grad_cam(method, trained_model):
         def forward(self, features):
             return self.model.forward_head(self.feature_map(features))
 
-    from training.pipeline.torch_classifier import TorchClassifier
+    from training.pipeline.export.torch_classifier import TorchClassifier
 
     classifier = TorchClassifier(trained_model[2])  # the timm model, for the library to differentiate
     _, _, feature_map = classifier.forward(classifier.transform(_validation("predator/3.jpg"))[None])
@@ -411,7 +411,7 @@ def test_importing_the_space_changes_no_global_state():
             "assert dict(os.environ) == before, 'environment changed'; "
             "assert Image.MAX_IMAGE_PIXELS == pixels, 'Pillow limit changed'; "
             "assert set(glob.glob(tempfile.gettempdir() + '/avp-space-*')) == temps, 'temporary folder made'; "
-            "import training.pipeline.corrections as c; assert c.NEITHER is ood.NEITHER; "
+            "import training.pipeline.data.corrections as c; assert c.NEITHER is ood.NEITHER; "
             "assert 'ood' not in sys.modules and 'inference' not in sys.modules, 'a second module object'; "
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -8,10 +8,8 @@ import torch
 from accelerate import Accelerator
 
 from training.errors import UserError
-from training.pipeline.features import save_bank
-from training.pipeline.head import StandardizedHead, fit_plain_head
-from training.pipeline.recipe import HeadRecipe, StageRecipe
-from training.pipeline.stages import (
+from training.pipeline.features.bank import save_bank
+from training.pipeline.features.tuning import (
     Prefix,
     Suffix,
     Tuned,
@@ -23,6 +21,8 @@ from training.pipeline.stages import (
     prefix_extractor,
     tune_stages,
 )
+from training.pipeline.head.linear import StandardizedHead, fit_plain_head
+from training.pipeline.recipe import HeadRecipe, StageRecipe
 
 SIZE = (3, 64, 64)
 
@@ -193,11 +193,11 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
     from PIL import Image
     from safetensors.torch import load_file
 
-    from training.pipeline.data import make_loader
-    from training.pipeline.features import FeatureBank
-    from training.pipeline.model import data_config
+    from training.pipeline.data.splits import make_loader
+    from training.pipeline.features.bank import FeatureBank
+    from training.pipeline.features.model import data_config
+    from training.pipeline.features.tuned_banks import StageInputs, StageRun, fold_bank, stage_banks
     from training.pipeline.recipe import FeatureRecipe
-    from training.pipeline.unfreeze import StageInputs, StageRun, fold_bank, stage_banks
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray((rng.random((40, 40, 3)) * 80 + 120 * (i % 2)).astype(np.uint8)) for i in range(30)]
@@ -242,7 +242,7 @@ def test_every_fold_tuning_starts_from_the_frozen_weights_and_only_the_final_one
 def test_activations_beyond_fp16_get_one_clear_error(tmp_path):
     import numpy as np
 
-    from training.pipeline.features import NpyRowWriter
+    from training.pipeline.features.bank import NpyRowWriter
 
     writer = NpyRowWriter(tmp_path / "view_000.npy", 2, "<f2")
     writer.append(np.ones((1, 4), np.float32))
@@ -251,7 +251,7 @@ def test_activations_beyond_fp16_get_one_clear_error(tmp_path):
 
 
 def test_a_frozen_run_with_a_weak_holdout_suggests_auto_and_no_other_does():
-    from training.pipeline.stages import tuning_hint
+    from training.pipeline.features.tuning import tuning_hint
 
     assert tuning_hint("0", 0.72) == ("holdout accuracy 0.720 with the backbone frozen: its features may not "
                                       "separate these images; try --unfreeze_last_stages auto")
@@ -264,8 +264,8 @@ def test_the_fp16_cache_of_the_frozen_part_gives_the_backbones_features_on_real_
     from PIL import Image
 
     from tests.conftest import DATA_DIR, WEIGHTS_DIR
-    from training.pipeline.augment import build_transform
-    from training.pipeline.model import build_model, data_config
+    from training.pipeline.data.augment import build_transform
+    from training.pipeline.features.model import build_model, data_config
 
     model = build_model(f"local-dir:{WEIGHTS_DIR / 'tf_efficientnet_lite0.in1k'}", 2).eval()
     config = data_config(model, crop_pct=1.0)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from bench.far_folders import make_folder
 from localhub.ctl import free_port
 from tests.conftest import DATA_DIR, ROOT, fresh_hf_home, kill_when, run_module
-from training.pipeline.stages import STAGE_FOLDS
+from training.pipeline.features.tuning import STAGE_FOLDS
 
 pytestmark = pytest.mark.slow
 REPO = "demo/avp-tuned"

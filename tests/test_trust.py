@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from space import inference  # noqa: E402
 from space import ood as space_ood  # noqa: E402
 from tests.conftest import DATA_DIR, fresh_hf_home, run_module
-from training.pipeline.calibration import expected_calibration_error, fit_temperature
-from training.pipeline.ood import fit_statistics, limit, scores_of
+from training.pipeline.trust.calibration import expected_calibration_error, fit_temperature
+from training.pipeline.trust.ood import fit_statistics, limit, scores_of
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def random_features():
     """Pooled features of real training images through a pretrained=False ResNet18: in-distribution data."""
     import timm
 
-    from training.pipeline.augment import build_transform
+    from training.pipeline.data.augment import build_transform
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
     transform = build_transform("none", timm.data.resolve_data_config({}, model=model), train=False)
@@ -153,7 +153,7 @@ def borderline_image(classifier, inside: Image.Image, outside: Image.Image) -> I
 def test_classify_endpoint_answers_sure_unsure_or_neither(app_url, trained_model, tmp_path):
     from gradio_client import Client, handle_file
 
-    from training.pipeline.ood_set import _noise, _text
+    from training.pipeline.trust.ood_set import _noise, _text
 
     classifier = inference.Classifier(trained_model[2])
     files = [DATA_DIR / "validation" / c / f"{i}.jpg" for i in range(3, 30) for c in ("alien", "predator")]
@@ -245,8 +245,8 @@ def test_a_planted_near_duplicate_pair_lands_on_one_side_of_every_fold():
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
 
-    from training.pipeline.data import duplicate_groups
-    from training.pipeline.head import cross_fit_folds
+    from training.pipeline.data.splits import duplicate_groups
+    from training.pipeline.head.linear import cross_fit_folds
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((96, 96), Image.BICUBIC)

@@ -3,7 +3,7 @@
     python -m training.dataset --data_dir path/to/leaves --dataset_id you/leaves --push_to_hub \
         --title "Leaves" --license cc-by-4.0
 
-Layouts, checks and the report: ``training/pipeline/folder.py`` (a seeded, stratified, leak-free
+Layouts, checks and the report: ``training/pipeline/data/folder.py`` (a seeded, stratified, leak-free
 validation split for a single folder; every file decoded by content; exact and near duplicates).
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli import RepoIdFlag, parse, require
-from .pipeline.folder import FolderRecipe, build_dataset, leak_summary
-from .pipeline.images import NEAR_DUPLICATE_BITS
+from .pipeline.data.folder import FolderRecipe, build_dataset, leak_summary
+from .pipeline.data.images import NEAR_DUPLICATE_BITS
 
 DEPRECATED = (RepoIdFlag("push_to_hub", "dataset_id"),)
 

@@ -21,9 +21,9 @@ from huggingface_hub import HfApi
 
 from .cli import check_choice, parse
 from .errors import UserError, hub_errors
-from .pipeline.folder import FolderRecipe, build_dataset, leak_summary
-from .pipeline.runtime import RUNTIMES
-from .pipeline.stages import STAGE_CHOICES
+from .pipeline.data.folder import FolderRecipe, build_dataset, leak_summary
+from .pipeline.features.runtime import RUNTIMES
+from .pipeline.features.tuning import STAGE_CHOICES
 from .publish_space import SpaceArguments, publish_space
 from .publishing.dataset_card import CardText, push_dataset
 from .train import TrainArguments, release
@@ -117,16 +117,16 @@ def main() -> None:
     dataset_id = f"{args.namespace}/{name}"
     model_id, space_id = f"{dataset_id}-classifier", dataset_id
 
-    def stage(text: str) -> None:
+    def step(text: str) -> None:
         nonlocal clock
         print(f"{text}  [{time.time() - clock:.0f} s]", flush=True)
         clock = time.time()
 
-    stage(f"[1/4] weights mirrored: {', '.join(mirror_weights(Path(args.weights_dir)))}")
+    step(f"[1/4] weights mirrored: {', '.join(mirror_weights(Path(args.weights_dir)))}")
     dataset, report = build_dataset(FolderRecipe(data_dir=args.data_dir))
     push_dataset(dataset, report, dataset_id, output_dir / "dataset",
                  text=CardText(args.title, args.description, args.license, args.citation))
-    stage(f"[2/4] dataset pushed: {dataset_id} ({len(report['class_names'])} classes; "
+    step(f"[2/4] dataset pushed: {dataset_id} ({len(report['class_names'])} classes; "
           f"{', '.join(f'{s} {len(d)}' for s, d in dataset.items())}); "
           f"{leak_summary(report)}")
     train_args = TrainArguments(dataset_id=dataset_id, backbone=args.backbone, output_dir=str(output_dir / "train"),
@@ -135,13 +135,13 @@ def main() -> None:
                                 title=f"{args.title} classifier" if args.title else None)
     released = release(train_args, study_dir=Path(args.study_dir))
     results = released.results
-    stage(f"[3/4] model pushed: {model_id}; {args.backbone}, seed {train_args.seed}\n"
+    step(f"[3/4] model pushed: {model_id}; {args.backbone}, seed {train_args.seed}\n"
           + figures(results, released.faithfulness, pipeline_accuracy(model_id, dataset_id)))
     for line in results["not_measured"]:
         print(f"      not measured: {line}")
     publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id, title=args.title,
                                  description=args.description, feedback_dataset=f"{dataset_id}-feedback"))
-    stage(f"[4/4] Space published: {space_id} — run it with `make space NAME={name}` (http://127.0.0.1:7860); "
+    step(f"[4/4] Space published: {space_id} — run it with `make space NAME={name}` (http://127.0.0.1:7860); "
           f"visitors' corrections go to {dataset_id}-feedback (private)")
     print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}")
 

@@ -25,9 +25,9 @@ from space.cam import CAM_METHODS, overlay
 
 from .cli import Renamed, parse
 from .errors import UserError
-from .pipeline.data import measured_validation
-from .pipeline.extractor import keep_freed_memory
-from .pipeline.torch_classifier import TorchClassifier
+from .pipeline.data.splits import measured_validation
+from .pipeline.export.torch_classifier import TorchClassifier
+from .pipeline.features.extractor import keep_freed_memory
 
 STEPS = 10
 RANDOM = "random (baseline)"

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from .cli import check_choice, parse
 from .errors import UserError, hub_errors
-from .pipeline.extractor import feature_extractor, forward_speed, keep_freed_memory
-from .pipeline.images import BadImageError, is_hidden, read_image
+from .pipeline.data.images import BadImageError, is_hidden, read_image
+from .pipeline.features.extractor import feature_extractor, forward_speed, keep_freed_memory
 
 PROBE_FROM = 200  # images: below, the probe (and loading the torch model) costs more than it can save
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -69,7 +69,7 @@ def load_backbone(args: PredictArguments, images: int) -> tuple[object, Callable
     """(classifier, pixels -> pooled features, runtime, probe images/s): the runtime asked for, or measured."""
     from space.inference import Classifier
 
-    from .pipeline.torch_classifier import TorchClassifier
+    from .pipeline.export.torch_classifier import TorchClassifier
 
     candidates: dict[str, tuple[object, Callable]] = {}
     with hub_errors(f"loading model {args.model_id}"):

@@ -19,8 +19,8 @@ from space.texts import TITLE_CHARACTERS, page_title
 
 from .cli import parse
 from .errors import UserError, hub_errors
-from .pipeline.data import measured_validation
-from .pipeline.results import load_results
+from .pipeline.data.splits import measured_validation
+from .pipeline.export.results import load_results
 from .publishing.visibility import check_images_may_go, is_private
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"

@@ -28,7 +28,7 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from .cli import parse
 from .errors import UserError, hub_errors
-from .pipeline.results import load_results
+from .pipeline.export.results import load_results
 from .publish_space import SpaceArguments, publish_space
 from .publishing.gate import (
     GATE_METRIC,

@@ -23,12 +23,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .cli import CommaList, Renamed, SeedCount, check_choice, parse, require
-from .pipeline.augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
-from .pipeline.data import load_splits
-from .pipeline.extractor import keep_freed_memory
-from .pipeline.model import small_cnn
-from .pipeline.runtime import RUNTIMES
-from .pipeline.stages import STAGE_CHOICES
+from .pipeline.data.augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
+from .pipeline.data.splits import load_splits
+from .pipeline.features.extractor import keep_freed_memory
+from .pipeline.features.model import small_cnn
+from .pipeline.features.runtime import RUNTIMES
+from .pipeline.features.tuning import STAGE_CHOICES
 from .train import TrainArguments, train
 
 DEPRECATED = (Renamed("dataset", "dataset_id"), SeedCount("seeds"), CommaList("variants"))

@@ -27,21 +27,21 @@ from space.image_io import to_rgb
 from .cli import parse
 from .faithfulness import FaithfulnessArguments
 from .faithfulness import measure as measure_faithfulness
-from .pipeline.converged import compete
-from .pipeline.data import holdout_minimum, load_splits, training_data
-from .pipeline.extract import extract_features, head_accelerator, load_backbone
-from .pipeline.extractor import keep_freed_memory
-from .pipeline.head import best_head, cross_fit_folds, out_of_fold_logits, selection_out_of_fold
-from .pipeline.metrics import evaluate_validation
-from .pipeline.mislabels import suspects_and_rows
-from .pipeline.onnx_export import export_and_check
-from .pipeline.ood_set import describe
-from .pipeline.outputs import prepare_output_dir, save_run
-from .pipeline.provenance import dataset_commit
-from .pipeline.results import HeadFacts, Results, assemble
-from .pipeline.runinfo import peak_rss_mib, run_info
-from .pipeline.stages import tuning_hint
-from .pipeline.trust import OutOfFoldScores, calibrate, fit_ood
+from .pipeline.data.provenance import dataset_commit
+from .pipeline.data.splits import holdout_minimum, load_splits, training_data
+from .pipeline.evaluate.metrics import evaluate_validation
+from .pipeline.export.onnx_export import export_and_check
+from .pipeline.export.outputs import prepare_output_dir, save_run
+from .pipeline.export.results import HeadFacts, Results, assemble
+from .pipeline.export.runinfo import peak_rss_mib, run_info
+from .pipeline.features.extract import extract_features, head_accelerator, load_backbone
+from .pipeline.features.extractor import keep_freed_memory
+from .pipeline.features.tuning import tuning_hint
+from .pipeline.head.converged import compete
+from .pipeline.head.linear import best_head, cross_fit_folds, out_of_fold_logits, selection_out_of_fold
+from .pipeline.head.mislabels import suspects_and_rows
+from .pipeline.trust.fit import OutOfFoldScores, calibrate, fit_ood
+from .pipeline.trust.ood_set import describe
 from .publishing.model_card import push_model
 from .publishing.visibility import check_images_may_go
 from .train_arguments import DEPRECATED, TrainArguments

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Literal
 
 from .cli import Renamed, RepoIdFlag, check_choice, require
-from .pipeline.augment import VARIANTS
-from .pipeline.extractor import PRECISIONS
-from .pipeline.model import DEFAULT_BACKBONE
-from .pipeline.ood import NEITHER_RATE, UNSURE_RATE
+from .pipeline.data.augment import VARIANTS
+from .pipeline.features.extractor import PRECISIONS
+from .pipeline.features.model import DEFAULT_BACKBONE
+from .pipeline.features.runtime import RUNTIMES, check_runtime
+from .pipeline.features.tuning import STAGE_CHOICES
 from .pipeline.recipe import DataRecipe, FeatureRecipe, HeadRecipe, Recipe, StageRecipe, TrustRecipe
-from .pipeline.runtime import RUNTIMES, check_runtime
-from .pipeline.stages import STAGE_CHOICES
+from .pipeline.trust.ood import NEITHER_RATE, UNSURE_RATE
 
 DEPRECATED = (Renamed("dataset", "dataset_id"), RepoIdFlag("push_to_hub", "model_id"))
 

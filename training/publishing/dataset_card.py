@@ -10,7 +10,7 @@ from datasets import DatasetDict
 from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi
 
 from ..errors import hub_errors
-from ..pipeline.augment import NOISE_SIGMA, save_augmentation_grid
+from ..pipeline.data.augment import NOISE_SIGMA, save_augmentation_grid
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_card" / "template.md"
 GRID_CONFIG = {"input_size": (3, 160, 160), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..pipeline.results import load_results
+from ..pipeline.export.results import load_results
 
 MAX_ECE = 0.03
 MAX_NEITHER = 0.02

@@ -9,9 +9,9 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 
 from ..errors import hub_errors
-from ..pipeline.metrics import MANY_CLASSES
-from ..pipeline.outputs import EVIDENCE, IMAGE_EVIDENCE, STUDY_FILES, UPLOADED
-from ..pipeline.results import Results, load_results
+from ..pipeline.evaluate.metrics import MANY_CLASSES
+from ..pipeline.export.outputs import EVIDENCE, IMAGE_EVIDENCE, STUDY_FILES, UPLOADED
+from ..pipeline.export.results import Results, load_results
 from .visibility import check_images_may_go
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_card" / "template.md"

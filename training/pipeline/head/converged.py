@@ -1,6 +1,6 @@
 """The second head recipe for small folders: a logistic regression fitted to convergence on the raw features.
 
-The one-cycle head (head.py) trains on per-feature standardised features, which puts every feature on an
+The one-cycle head (linear.py) trains on per-feature standardised features, which puts every feature on an
 equal footing. With a few images per class that costs accuracy where most features barely vary (BENCHMARKS.md,
 "Why the probe wins on grey digits"). A full-batch L-BFGS fit with sklearn's L2 penalty does not. Which head a
 run keeps is decided on the training images' out-of-fold predictions, never on validation.
@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .calibration import fit_temperature
-from .features import FeatureBank
-from .head import OutOfFold, class_weights
+from ..features.bank import FeatureBank
+from ..trust.calibration import fit_temperature
+from .linear import OutOfFold, class_weights
 
 PENALTIES = (1.0, 10.0)  # sklearn's C (per image): its default, and a weaker penalty
 SMALL_PER_CLASS = 30  # median training images per class up to which the converged head competes

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .metrics import save_confusion_matrix, save_per_class
-from .mislabels import pictured, save_thumbnails
-from .model import save_model
+from ..evaluate.metrics import save_confusion_matrix, save_per_class
+from ..features.model import save_model
+from ..features.runtime import process_state
+from ..head.mislabels import pictured, save_thumbnails
 from .results import Results
-from .runtime import process_state
 
 MODEL_FILES = ("model.safetensors", "config.json", "ood.safetensors", "onnx/model.onnx", "README.md")
 # Beside the model in the output folder, copied into the repo with it; the card reads them.

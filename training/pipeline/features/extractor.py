@@ -22,7 +22,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 BF16_MUST_WIN_BY = 1.15  # fp32 is exact; bf16 has to earn its rounding

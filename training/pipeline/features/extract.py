@@ -1,8 +1,8 @@
 """The backbone step: the frozen timm model, the runtime measured fastest here, and its features of every split.
 
-Each image and view goes through the backbone once: train's views to disk (features.py), the small splits and
+Each image and view goes through the backbone once: train's views to disk (bank.py), the small splits and
 the OOD set in memory. With stages to tune, the bank holds the frozen part's activations instead and the pooled
-features come from the tuned stages (unfreeze.py).
+features come from the tuned stages (tuned_banks.py).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import AutocastKwargs
 
-from .augment import build_transform
-from .data import TrainingData, make_loader
+from ..data.augment import build_transform
+from ..data.splits import TrainingData, make_loader
+from ..recipe import Recipe
+from ..trust.ood_set import OODImage, ood_images
+from .bank import FeatureBank, SplitFeatures, feature_passes, paired_features, write_bank
 from .extractor import compile_pays, image_features
-from .features import FeatureBank, SplitFeatures, feature_passes, paired_features, write_bank
 from .model import build_model, data_config
-from .ood_set import OODImage, ood_images
-from .recipe import Recipe
 from .runtime import BACKBONE_ONNX, backbone_extractor, choose_runtime_once, process_state, run_accelerator
-from .stages import TuningRecipe
-from .unfreeze import StageInputs, stage_banks
+from .tuned_banks import StageInputs, stage_banks
+from .tuning import TuningRecipe
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Extracted:
     ood: torch.Tensor  # the OOD set's features (N, D)
     ood_set: list[OODImage]
     run: dict  # precision, compile and timing facts for results.json
-    fold_banks: list[FeatureBank] | None = None  # tuned stages: each fold's bank (unfreeze.py)
+    fold_banks: list[FeatureBank] | None = None  # tuned stages: each fold's bank (tuned_banks.py)
     fold_of: np.ndarray | None = None  # tuned stages: the folds the fold banks left out
 
 

@@ -9,7 +9,7 @@ import timm
 from timm.models import save_for_hf
 from torch import nn
 
-from ..errors import UserError, hub_errors
+from ...errors import UserError, hub_errors
 
 DEFAULT_BACKBONE = "resnet50.tv_in1k"
 

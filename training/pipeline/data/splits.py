@@ -12,12 +12,12 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load_from_disk
 from datasets.data_files import EmptyDatasetError
 
-from ..errors import UserError, hub_errors
+from ...errors import UserError, hub_errors
+from ..recipe import DataRecipe
 from .augment import batch_transform, build_transform
 from .corrections import take_in
 from .images import near_duplicate_groups, split_fingerprints
 from .provenance import DataRecord, dataset_commit, validation_fingerprint
-from .recipe import DataRecipe
 
 
 def load_splits(source: str, validation_fraction: float = 0.2, seed: int = 42,
@@ -127,7 +127,7 @@ def holdout_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
     """(train, holdout, the classes the holdout has no image of): a stratified slice of train for model selection
     (``stratified_part``: classes under ``holdout_minimum(fraction)`` images give none); validation is never looked
     at for that. The classes left out are still held out for selection and calibration, by the out-of-fold heads
-    (head.py), which cost a small folder no training images.
+    (head/linear.py), which cost a small folder no training images.
     """
     labels = np.asarray(train["label"])
     counts = np.bincount(labels, minlength=train.features["label"].num_classes)

@@ -20,7 +20,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from ..errors import UserError
+from ...errors import UserError
+from ..evaluate.metrics import imbalance
 from .images import (
     NEAR_DUPLICATE_BITS,
     BadImageError,
@@ -30,7 +31,6 @@ from .images import (
     near_pairs,
     read_image,
 )
-from .metrics import imbalance
 
 SPLITS = ("train", "validation")
 

@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..errors import UserError
+from ...errors import UserError
 
 READ_CHUNK_ROWS = 2048  # rows per read when streaming the whole bank (mean/std, logits): 10 MB at D = 1280
 
@@ -181,7 +181,7 @@ def write_bank(backbone, loaders: tuple, accelerator: Accelerator, views: int, s
     """Train features to ``directory``: the images as evaluated (``loaders[0]``), their mirrors, then ``views - 1``
     augmented passes (``loaders[1]``). Each file is written as its batches come and renamed when complete, so
     ``resume`` skips it.
-    ``dtype`` ``<f2``: fp16 rows (the prefix activations of stages.py, twice the size of float32 otherwise)."""
+    ``dtype`` ``<f2``: fp16 rows (the prefix activations of tuning.py, twice the size of float32 otherwise)."""
     names = ["plain", "mirror"] + [f"augmented_{v:03d}" for v in range(1, views)]
     files = [directory / f"view_{i:03d}_{name}.npy" for i, name in enumerate(names)]
     labels_file = directory / "labels.npy"

@@ -25,7 +25,7 @@ from torch import nn
 from space.inference import ONNX_FILE, ONNX_OUTPUTS, Classifier
 from space.preprocess import UnsupportedPreprocessing
 
-from ..errors import UserError
+from ...errors import UserError
 from .torch_classifier import TorchClassifier
 
 OPSET = 18

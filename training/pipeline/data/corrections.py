@@ -18,7 +18,7 @@ from datasets.data_files import EmptyDatasetError
 
 from space.ood import NEITHER
 
-from ..errors import hub_errors
+from ...errors import hub_errors
 from .images import NEAR_DUPLICATE_BITS as NEAR
 from .images import BadImageError, SplitPrints, decode_image, fingerprint, split_fingerprints
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .calibration import bootstrap_interval
-from .head import predict_proba
+from ..head.linear import predict_proba
+from ..trust.calibration import bootstrap_interval
 
 
 class ClassificationReport(evaluate.Metric):

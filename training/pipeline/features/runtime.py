@@ -20,9 +20,9 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
+from ..export.onnx_export import export_graph
 from .extractor import BF16_MUST_WIN_BY, choose_precision, cpu_has_bf16, feature_extractor, forward_speed
-from .onnx_export import export_graph
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 BACKBONE_ONNX = "backbone.onnx"  # in the run's checkpoints: the probe's export, which the bank's session reuses

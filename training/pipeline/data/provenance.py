@@ -9,7 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from ..errors import hub_errors
+from ...errors import hub_errors
 
 
 def dataset_commit(source: str, revision: str | None = None) -> str | None:

@@ -1,4 +1,4 @@
-"""``--unfreeze_last_stages``: the banks the head is trained on when the last stage(s) are tuned (stages.py).
+"""``--unfreeze_last_stages``: the banks the head is trained on when the last stage(s) are tuned (tuning.py).
 
     prefix bank (fp16, every view) -> the frozen linear probe            (LP; auto's "0")
                                    -> the stages tuned on all of train   (FT; auto's "1", judged on the holdout)
@@ -6,7 +6,7 @@
     then the pooled banks: the tuned suffix over every row, and each fold's suffix over every row.
 
 ``auto`` keeps the frozen model unless tuning answers more of the train holdout right without telling the OOD
-set's selection half apart less well (stages.auto_choice); validation and the OOD test half are never looked at.
+set's selection half apart less well (tuning.auto_choice); validation and the OOD test half are never looked at.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import FeatureBank, SplitFeatures, feature_passes, write_bank
-from .head import StandardizedHead, cross_fit_folds, fit_plain_head, fold_seed, rows_without
-from .recipe import FeatureRecipe
-from .stages import (
+from ..head.linear import StandardizedHead, cross_fit_folds, fit_plain_head, fold_seed, rows_without
+from ..recipe import FeatureRecipe
+from .bank import FeatureBank, SplitFeatures, feature_passes, write_bank
+from .tuning import (
     AUTO_DEPTHS,
     AUTO_MAX_OOD_LOSS,
     AUTO_MIN_GAIN,

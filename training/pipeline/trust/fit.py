@@ -20,8 +20,9 @@ from torch import nn
 
 from space.ood import METHODS, verdicts
 
+from ..features.bank import SplitFeatures
+from ..recipe import TrustRecipe
 from .calibration import calibration_report, fold_temperature, save_reliability_diagram, shrunk_temperature
-from .features import SplitFeatures
 from .ood import (
     KNN_K,
     choose_method,
@@ -34,7 +35,6 @@ from .ood import (
     statistics_rows,
     too_few_for,
 )
-from .recipe import TrustRecipe
 
 
 @dataclass(frozen=True)

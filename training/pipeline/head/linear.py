@@ -19,9 +19,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..features.bank import FeatureBank, SplitFeatures, bank_loader
+from ..recipe import HeadRecipe
 from .checkpoints import FRESH_STATE, resume_state, save_checkpoint
-from .features import FeatureBank, SplitFeatures, bank_loader
-from .recipe import HeadRecipe
 
 CALIBRATION_FOLDS = 5
 STD_FLOOR = 0.02  # of the median feature's spread: below, a feature is left out (Alien vs. Predator's least: 0.03)
@@ -182,7 +182,7 @@ def out_of_fold_logits(linear: nn.Linear, bank: FeatureBank, accelerator, recipe
     The bank's first two views are un-augmented (the image and its mirror). One head per fold of
     ``fold_of`` (cross_fit_folds) is trained with the final head's recipe on the other folds' rows, every
     view (as sklearn's CalibratedClassifierCV with ensemble=False); every process computes the same heads.
-    ``fold_banks``: fold k's features come from its own bank (tuned stages that never saw fold k: stages.py).
+    ``fold_banks``: fold k's features come from its own bank (tuned stages that never saw fold k: features/tuning.py).
     """
     images, plain_views = bank.images, 2
     rows_out, states = [], []

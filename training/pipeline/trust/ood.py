@@ -5,7 +5,7 @@ without its fold, and a fold keeps each near-duplicate group and every view of a
 (``head.cross_fit_folds``), so no image is scored against its own twin. Above the first limit the
 answer is "unsure" (``UNSURE_RATE`` of those training images are), above the second "neither"
 (``NEITHER_RATE``). Never validation, never the OOD set: the method is chosen on the OOD set's
-``selection`` half and reported on its ``test`` half (training/pipeline/ood_set.py).
+``selection`` half and reported on its ``test`` half (training/pipeline/trust/ood_set.py).
 """
 
 from __future__ import annotations

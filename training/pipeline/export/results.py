@@ -73,8 +73,8 @@ def assemble(evaluated: dict, trust: tuple[dict, dict], mislabels: dict, data, h
              holdout_minimum: int) -> Results:
     """The run's record: ``evaluated`` (validation's reports), ``trust`` (calibration, "neither"), the mislabel
     report, ``data`` (pipeline.data.TrainingData), the head's facts and ``run`` (time, runtime, memory)."""
-    from .coverage import unmeasured
-    from .metrics import class_balance
+    from ..evaluate.coverage import unmeasured
+    from ..evaluate.metrics import class_balance
 
     calibration, ood = trust
     results: Results = {"schema_version": SCHEMA_VERSION, **evaluated}
@@ -94,7 +94,7 @@ def load_results(source: Path | str | dict[str, Any] | None) -> Results | None:
         return None
     results = dict(source) if isinstance(source, dict) else json.loads(Path(source).read_text())
     if results.get("schema_version", 1) > SCHEMA_VERSION:
-        from ..errors import UserError
+        from ...errors import UserError
 
         raise UserError(f"results.json has schema_version {results['schema_version']}, newer than this code's "
                         f"{SCHEMA_VERSION}: update the project")

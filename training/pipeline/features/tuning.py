@@ -36,11 +36,11 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
+from ..head.linear import StandardizedHead, class_weights, one_cycle
+from ..recipe import HeadRecipe, StageRecipe
+from .bank import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
 from .extractor import PooledFeatures, feature_extractor, half_dtype
-from .features import READ_CHUNK_ROWS, FeatureBank, NpyRowWriter, bank_loader
-from .head import StandardizedHead, class_weights, one_cycle
-from .recipe import HeadRecipe, StageRecipe
 from .runtime import run_accelerator
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
@@ -310,7 +310,7 @@ def ood_separation(suffix: Suffix, bank: FeatureBank, holdout: FeatureBank, ood_
     """How well the features pooled by ``suffix`` tell other pictures apart, by kNN against ``bank`` (train's rows):
     the AUROC of the holdout (images and mirrors) against OOD images (their prefix rows), and ``missed``: how many
     of those images score inside the holdout's "neither" limit (``NEITHER_RATE`` of the holdout beyond it)."""
-    from .ood import NEITHER_RATE, auroc, limit, scores_of, statistics_rows
+    from ..trust.ood import NEITHER_RATE, auroc, limit, scores_of, statistics_rows
 
     # kNN's statistics only (fit_statistics also fits the Mahalanobis precision, which this never reads).
     stats = {"bank": F.normalize(bank.rows(statistics_rows(torch.arange(bank.images), bank.images, seed)), dim=-1)}

@@ -1,7 +1,7 @@
 """Which training images are probably mislabelled? Confident learning (Northcutt et al. 2021) via cleanlab.
 
 It needs, for every training image, class probabilities from a model that never saw that image:
-the out-of-fold heads of training/pipeline/head.py give exactly that, on the cached features, for free.
+the out-of-fold heads of training/pipeline/head/linear.py give exactly that, on the cached features, for free.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import FeatureBank, SplitFeatures
-from .head import OutOfFold, fit_plain_head
-from .recipe import HeadRecipe
+from ..features.bank import FeatureBank, SplitFeatures
+from ..recipe import HeadRecipe
+from .linear import OutOfFold, fit_plain_head
 
 SHOWN = 20  # suspects listed in the report and the card
 

@@ -1,0 +1,1 @@
+"""Data: an image folder checked into a dataset, the splits trained on, augmentation, corrections."""

@@ -1,0 +1,1 @@
+"""Evaluation: validation measured (never chosen on), and what could not be measured."""

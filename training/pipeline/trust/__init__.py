@@ -1,0 +1,1 @@
+"""Trust: the temperature and the "neither" score, fitted on train only."""
