@@ -113,23 +113,25 @@ def user_errors(what: str):
         raise gr.Error("The model could not process this image; try another picture.") from None
 
 
-def predict(path: str | None, method: str | None = None, opacity: float = 0.5):
+def predict(path: str | None, method: str | None = None, opacity: float = 0.5,
+            classifier: inference.Classifier | None = None):
     """The page: verdict and calibrated confidences, and a CAM heatmap blended over the picture."""
     with user_errors("prediction"):
-        verdict, heatmap = inference.predict(load_upload(path), method, opacity)
+        verdict, heatmap = inference.predict(load_upload(path), method, opacity, classifier)
         return verdict, as_file(heatmap)
 
 
-def classify(path: str | None) -> dict:
+def classify(path: str | None, classifier: inference.Classifier | None = None) -> dict:
     """The API: label or "neither", calibrated confidences, OOD score and threshold, model id and revision."""
     with user_errors("classification"):
-        return inference.classify(load_upload(path))
+        return inference.classify(load_upload(path), classifier)
 
 
-def compare(path: str | None, opacity: float = 0.5):
+def compare(path: str | None, opacity: float = 0.5, classifier: inference.Classifier | None = None):
     """The same picture under every CAM method, side by side."""
     with user_errors("comparison"):
-        return [(as_file(heatmap), method) for heatmap, method in inference.compare(load_upload(path), opacity)]
+        pairs = inference.compare(load_upload(path), opacity, classifier)
+        return [(as_file(heatmap), method) for heatmap, method in pairs]
 
 
 PRIVACY = ("What is kept when you send a correction: the picture, your answer, the model's answer and "
@@ -154,7 +156,8 @@ def client_key(request: gr.Request | None) -> str:
     return forwarded or (request.client.host if request.client else "?")
 
 
-def send_feedback(store: FeedbackStore | None, path: str | None, label: str | None, client: str) -> str:
+def send_feedback(store: FeedbackStore | None, path: str | None, label: str | None, client: str,
+                  classifier: inference.Classifier | None = None) -> str:
     """One correction: the answer and the limits first, then the picture, checked like any upload and stored
     with the model's own answer."""
     if store is None:
@@ -163,7 +166,7 @@ def send_feedback(store: FeedbackStore | None, path: str | None, label: str | No
     with user_errors("feedback"):
         store.admit(label, client)
         image = load_upload(path)
-        answer = inference.classify(image)
+        answer = inference.classify(image, classifier)
         return store.add(image, label, answer["label"], max(answer["confidences"].values()),
                          answer["model"]["revision"])
 
@@ -190,9 +193,9 @@ def page_text(labels: list[str]) -> dict:
     return {"title": saved.get("title") or page_title(labels), "description": saved.get("description")}
 
 
-def build_demo() -> gr.Blocks:
+def build_demo(classifier: inference.Classifier) -> gr.Blocks:
+    """The page and its API for ``classifier`` (``main`` passes the Space's model; tests pass their own)."""
     limit_pillow()  # the server's one global set-up: Pillow refuses absurd images at open
-    classifier = get_classifier()
     examples_dir = os.path.join(SPACE_ROOT, "examples")
     examples = sorted(os.path.join(examples_dir, f) for f in os.listdir(examples_dir)) \
         if os.path.isdir(examples_dir) else []
@@ -224,12 +227,15 @@ def build_demo() -> gr.Blocks:
         answer = gr.JSON(visible=False)
         # Every event decodes a picture: one queue for all of them, DECODING at a time (memory is per decode).
         decoding = {"concurrency_id": "decode", "concurrency_limit": DECODING}
-        run.click(predict, [image, method, opacity], [label, heatmap], api_name="predict", **decoding)
-        run_all.click(compare, [image, opacity], gallery, api_name="compare", **decoding)
-        gr.Button(visible=False).click(classify, [image], answer, api_name="classify", **decoding)  # API only
+        run.click(lambda path, method, opacity: predict(path, method, opacity, classifier),
+                  [image, method, opacity], [label, heatmap], api_name="predict", **decoding)
+        run_all.click(lambda path, opacity: compare(path, opacity, classifier), [image, opacity], gallery,
+                      api_name="compare", **decoding)
+        gr.Button(visible=False).click(lambda path: classify(path, classifier), [image], answer,  # API only
+                                       api_name="classify", **decoding)
 
         def feedback(path: str | None, label: str | None, request: gr.Request) -> str:
-            return send_feedback(store, path, label, client_key(request))
+            return send_feedback(store, path, label, client_key(request), classifier)
 
         send.click(feedback, [image, right], thanks, api_name="feedback", **decoding)
     demo.feedback_store = store  # for shutdown and tests
@@ -246,8 +252,7 @@ def interrupt(*_) -> None:
 
 
 def main() -> None:
-    get_classifier()  # load the model once, at start-up
-    demo = build_demo()
+    demo = build_demo(get_classifier())  # the model loads once, at start-up
     # A restart (SIGTERM, as every Space restart sends) or Ctrl-C stops the server; the corrections on disk are
     # pushed on the way out, and whatever the Hub does not take waits on disk for the next start.
     signal.signal(signal.SIGTERM, interrupt)

@@ -183,22 +183,24 @@ def get_classifier() -> Classifier:
     return _classifier
 
 
-def predict(image: Image.Image, method: str | None = None, opacity: float = 0.5) -> tuple[dict, Image.Image]:
+def predict(image: Image.Image, method: str | None = None, opacity: float = 0.5,
+            classifier: Classifier | None = None) -> tuple[dict, Image.Image]:
     """For the page: ({"label": headline, "confidences": {class: p}}, heatmap blended over the image).
 
     The headline is the top class when sure, "Not sure: looks most like ..." when the picture scores
     just past the first limit, "Neither ..." past the second (the probabilities and the heatmap are
-    still shown). ``method=None``: the model's own default.
+    still shown). ``method=None``: the model's own default; ``classifier=None``: the Space's model.
     """
-    classifier = get_classifier()
+    classifier = classifier or get_classifier()
     prediction = classifier.predict(image, method or classifier.cam_method)
     return {"label": headline(prediction, classifier.labels), "confidences": prediction.confidences}, \
         overlay(image, prediction.cam, opacity)
 
 
-def compare(image: Image.Image, opacity: float = 0.5) -> list[tuple[Image.Image, str]]:
+def compare(image: Image.Image, opacity: float = 0.5, classifier: Classifier | None = None
+            ) -> list[tuple[Image.Image, str]]:
     """For the page's "Compare all methods": the top class's heatmap under every CAM method, each captioned."""
-    _, cams = get_classifier().explain(image, list(CAM_METHODS))
+    _, cams = (classifier or get_classifier()).explain(image, list(CAM_METHODS))
     return [(overlay(image, cams[m], opacity), m) for m in CAM_METHODS]
 
 
@@ -211,10 +213,10 @@ def headline(prediction: Prediction, labels: list[str]) -> str:
     return prediction.label
 
 
-def classify(image: Image.Image) -> dict:
+def classify(image: Image.Image, classifier: Classifier | None = None) -> dict:
     """The machine-readable answer (the Space's ``/classify``): label (a class or "neither"), verdict ("sure",
     "unsure" or "neither"), calibrated confidences, the OOD score and both limits, the model's id and revision."""
-    classifier = get_classifier()
+    classifier = classifier or get_classifier()
     prediction = classifier.predict(image, method=None)
     return {"label": prediction.label, "verdict": prediction.verdict, "confidences": prediction.confidences,
             "ood_score": prediction.ood_score, "unsure_threshold": (classifier.ood or {}).get("unsure_threshold"),

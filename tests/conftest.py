@@ -148,9 +148,8 @@ def app_url(trained_model):
     os.environ["MODEL_ID"] = trained_model[2]
     from space import app, image_io, inference
 
-    inference._classifier = None  # load this model, whatever an earlier module loaded
     app.unexpected.clear()
-    demo = app.build_demo()
+    demo = app.build_demo(inference.Classifier(trained_model[2]))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                 max_file_size=image_io.MAX_FILE_BYTES, quiet=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +180,9 @@ def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):
         shape_image(SHAPES.index("square"), np.random.default_rng(99)))
     assert top[0]["label"] == "square"
 
-    os.environ["MODEL_ID"] = "demo/shapes-classifier"
     from space import app, inference
 
-    inference._classifier = None
-    demo = app.build_demo()
+    demo = app.build_demo(inference.Classifier("demo/shapes-classifier"))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -198,8 +195,6 @@ def test_five_classes_end_to_end_dataset_model_cards_and_space(lite0, tmp_path):
         assert answer["model"]["id"] == "demo/shapes-classifier"
     finally:
         demo.close()
-        os.environ.pop("MODEL_ID")
-        inference._classifier = None
 
 
 def test_class_weight_balanced_helps_the_small_class(tmp_path):

@@ -20,8 +20,7 @@ def feedback_app(trained_model, tmp_path_factory):
                       FEEDBACK_DIR=str(tmp_path_factory.mktemp("feedback")))
     from space import app, image_io, inference
 
-    inference._classifier = None
-    demo = app.build_demo()
+    demo = app.build_demo(inference.Classifier(trained_model[2]))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                 max_file_size=image_io.MAX_FILE_BYTES, quiet=True)
@@ -73,8 +72,7 @@ def test_without_a_token_feedback_is_refused_and_nothing_written(trained_model, 
     monkeypatch.setenv("MODEL_ID", trained_model[2])
     monkeypatch.setenv("FEEDBACK_DATASET", "demo/avp-feedback-none")
     monkeypatch.delenv("HF_TOKEN")
-    inference._classifier = None
-    demo = app.build_demo()
+    demo = app.build_demo(inference.Classifier(trained_model[2]))
     assert demo.feedback_store is None
     with pytest.raises(Exception, match="does not collect corrections"):
         app.send_feedback(None, str(DATA_DIR / "validation" / "alien" / "5.jpg"), "alien", "test")

@@ -58,14 +58,14 @@ def test_predict_and_every_cam_method(which, random_resnet50, trained_model):
 
 def test_compare_gives_one_captioned_heatmap_per_method_from_one_pass(trained_model, monkeypatch):
     """The page's "Compare all methods" (it once called a method the ONNX classifier no longer had)."""
-    monkeypatch.setattr(inference, "_classifier", inference.Classifier(trained_model[2]))
+    classifier = inference.Classifier(trained_model[2])
     image = _validation("predator/3.jpg")
     passes = []
-    forward = inference._classifier.forward
-    monkeypatch.setattr(inference._classifier, "forward", lambda pixels: passes.append(1) or forward(pixels))
-    shown = inference.compare(image, 0.5)
+    forward = classifier.forward
+    monkeypatch.setattr(classifier, "forward", lambda pixels: passes.append(1) or forward(pixels))
+    shown = inference.compare(image, 0.5, classifier)
     assert [method for _, method in shown] == list(inference.CAM_METHODS) and len(passes) == 1
-    alone = {m: inference._classifier.predict(image, m).cam for m in inference.CAM_METHODS}
+    alone = {m: classifier.predict(image, m).cam for m in inference.CAM_METHODS}
     for heatmap, method in shown:
         assert heatmap.size == image.size
         assert np.array_equal(np.asarray(heatmap), np.asarray(inference.overlay(image, alone[method], 0.5)))

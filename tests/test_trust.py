@@ -221,6 +221,7 @@ def test_faithfulness_ranks_methods_and_sets_the_default(trained_model, hub_data
 
     from training.errors import UserError
     from training.faithfulness import RANDOM, FaithfulnessArguments, measure
+    from training.pipeline.features.model import set_cam_method
 
     args, _, _ = trained_model
     run = tmp_path / "run"
@@ -228,13 +229,16 @@ def test_faithfulness_ranks_methods_and_sets_the_default(trained_model, hub_data
     with pytest.raises(UserError, match="run.json not found: --output_dir must be a training run's"):
         measure(FaithfulnessArguments(output_dir=str(run), dataset_id=hub_dataset, images=4))
     shutil.copy(Path(args.output_dir) / "run.json", run / "run.json")  # the split the model was measured on
+    config = (run / "model" / "config.json").read_bytes()
     result = measure(FaithfulnessArguments(output_dir=str(run), dataset_id=hub_dataset, images=4))
+    assert (run / "model" / "config.json").read_bytes() == config  # measuring changes no model file
     assert result["images"] == 4 and set(result["methods"]) == {*inference.CAM_METHODS, RANDOM}
     for row in result["methods"].values():
         assert 0 <= row["deletion_mean"] <= 1 and 0 <= row["insertion_mean"] <= 1
         assert len(row["deletion_curve"]) == result["steps"] + 1
     # CAM and Grad-CAM rank pixels the same way for a linear head on average-pooled features
     assert result["methods"]["CAM"]["deletion_mean"] == result["methods"]["Grad-CAM"]["deletion_mean"]
+    set_cam_method(run / "model", result["best"])
     assert json.loads((run / "model" / "config.json").read_text())["cam_method"] == result["best"]
     assert (run / "faithfulness.png").read_bytes()[:4] == b"\x89PNG"
 

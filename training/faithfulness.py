@@ -28,6 +28,7 @@ from .errors import UserError
 from .pipeline.data.splits import measured_validation
 from .pipeline.export.torch_classifier import TorchClassifier
 from .pipeline.features.extractor import keep_freed_memory
+from .pipeline.features.model import set_cam_method
 
 STEPS = 10
 RANDOM = "random (baseline)"
@@ -126,10 +127,6 @@ def measure(args: FaithfulnessArguments) -> dict:
               "split": "validation, leak-free", "seed": args.seed}
     (output_dir / "faithfulness.json").write_text(json.dumps(result, indent=2))
     save_figure(result, validation[rows[0]]["image"].convert("RGB"), classifier, output_dir / "faithfulness.png")
-    config_path = output_dir / "model" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["cam_method"] = best
-    config_path.write_text(json.dumps(config, indent=2))
     return result
 
 
@@ -166,6 +163,7 @@ def save_figure(result: dict, image, classifier: TorchClassifier, path: Path) ->
 def main() -> None:
     args = parse(FaithfulnessArguments, __doc__, deprecated=(Renamed("dataset", "dataset_id"),))
     result = measure(args)
+    set_cam_method(Path(args.output_dir) / "model", result["best"])
     for method, row in result["methods"].items():
         print(f"{method:18s} deletion {row['deletion_mean']:.3f} ± {row['deletion_std']:.3f}   "
               f"insertion {row['insertion_mean']:.3f} ± {row['insertion_std']:.3f}")

@@ -101,21 +101,20 @@ def publish_space(args: SpaceArguments) -> str:
         for name in PACKAGE_FILES:
             shutil.copy(SPACE_DIR / name, folder / "space" / name)
         previous = published_text(api, args.space_id)  # a refresh keeps the texts it was published with
-        args.title, args.description = args.title or previous.get("title"), args.description or previous.get(
-            "description")
+        given_title, description = args.title or previous.get("title"), args.description or previous.get("description")
         examples = pick_examples(args.model_id, args.dataset_id, args.max_examples)
         labels = json.loads(Path(hf_hub_download(args.model_id, "config.json")).read_text())["label_names"]
         card = SpaceCard.load(folder / "README.md")
         card.data.models, card.data.datasets = [args.model_id], [args.dataset_id]
-        title = args.title or page_title(labels)
+        title = given_title or page_title(labels)
         card.data.title = title[:TITLE_CHARACTERS]
         card.data.short_description = (f"{' or '.join(labels) if len(labels) <= 3 else f'{len(labels)} classes'} "
                                        "— or neither? With a CAM heatmap")[:60]
-        words = {"title": title, "description": args.description or "", "class_a": labels[0], "class_b": labels[1]}
+        words = {"title": title, "description": description or "", "class_a": labels[0], "class_b": labels[1]}
         for key, value in words.items():
             card.text = card.text.replace("{{ " + key + " }}", value)
         card.save(folder / "README.md")
-        (folder / "space.json").write_text(json.dumps({"title": title, "description": args.description}))
+        (folder / "space.json").write_text(json.dumps({"title": title, "description": description}))
         if args.feedback_dataset:
             (folder / "feedback.json").write_text(json.dumps({"dataset_id": args.feedback_dataset}))
         (folder / "examples").mkdir()

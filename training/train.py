@@ -36,6 +36,7 @@ from .pipeline.export.results import HeadFacts, Results, assemble
 from .pipeline.export.runinfo import peak_rss_mib, run_info
 from .pipeline.features.extract import extract_features, head_accelerator, load_backbone
 from .pipeline.features.extractor import keep_freed_memory
+from .pipeline.features.model import set_cam_method
 from .pipeline.features.tuning import tuning_hint
 from .pipeline.head.converged import compete
 from .pipeline.head.linear import best_head, cross_fit_folds, out_of_fold_logits, selection_out_of_fold
@@ -141,6 +142,7 @@ def publish_run(args: TrainArguments, results: dict, study_dir: Path | None = No
                      f"validation (all {len(validation)} images)")
     faithfulness = measure_faithfulness(FaithfulnessArguments(output_dir=args.output_dir, dataset_id=args.dataset_id,
                                                               images=args.faithfulness_images))
+    set_cam_method(Path(args.output_dir) / "model", faithfulness["best"])  # the Space's default heatmap
     message, description = describe(results) if describe else (None, None)
     commit = push_model(Path(args.output_dir), args.model_id, args, args.private, study_dir=study_dir,
                         message=message, create_pr=create_pr, description=description)

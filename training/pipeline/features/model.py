@@ -83,3 +83,11 @@ def save_model(model, class_names: list[str], directory: Path, data_config: dict
     config.update(extra_config or {})
     config_path.write_text(json.dumps(config, indent=2))
     return directory
+
+
+def set_cam_method(directory: Path, method: str) -> None:
+    """Write the heatmap method the Space and ``training.predict`` use by default into the saved model's config."""
+    config_path = Path(directory) / "config.json"
+    config = json.loads(config_path.read_text())
+    config["cam_method"] = method
+    config_path.write_text(json.dumps(config, indent=2))
