@@ -196,3 +196,39 @@ def test_the_measured_split_is_made_from_the_runs_own_arguments(tmp_path):
     assert validation["image"] != load_splits(str(tmp_path / "d"), 0.3, 8)["validation"]["image"]
     with pytest.raises(UserError, match="out/run.json has no seed: the split the model was measured on"):
         measured_validation(str(tmp_path / "d"), {"validation_fraction": 0.2}, "out/run.json")
+
+
+def test_a_dataset_without_validation_gets_the_folders_split_and_its_leak_column(tmp_path):
+    """One rule for every source: a Hub (or saved) dataset with a train split only is split as an image folder is,
+    near duplicates of a class on one side, and its validation rows say whether they copy a training image."""
+    import numpy as np
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+
+    from training.pipeline.data.images import NEAR_DUPLICATE_BITS, fingerprint
+    from training.pipeline.data.splits import load_splits
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).resize((96, 96)) for _ in range(24)]
+    labels = [i % 2 for i in range(24)]
+    twin = Image.fromarray(np.clip(np.asarray(images[0], dtype=np.int16) + 3, 0, 255).astype(np.uint8))
+    images += [twin, images[2].copy()]  # a near twin of row 0 (its class), and row 2 again labelled the other class
+    labels += [0, 1]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    DatasetDict({"train": Dataset.from_dict({"image": images, "label": labels}, features=features)}).save_to_disk(
+        tmp_path / "saved")
+    leaks = 0
+    for seed in range(6):
+        splits = load_splits(str(tmp_path / "saved"), 0.3, seed, None)
+        train, validation = splits["train"], splits["validation"]
+        assert "leak" in validation.column_names and len(train) + len(validation) == 26
+        prints = {"train": [fingerprint(row["image"].convert("RGB")) for row in train],
+                  "validation": [fingerprint(row["image"].convert("RGB")) for row in validation]}
+        twins = [side for side, rows in prints.items() for exact, near in rows
+                 if exact in (fingerprint(images[0])[0], fingerprint(twin)[0])]
+        assert len(twins) == 2 and twins[0] == twins[1], (seed, twins)  # the pair is never split
+        for (exact, near), leak in zip(prints["validation"], validation["leak"], strict=True):
+            copies = any(exact == e or (near != n).sum() <= NEAR_DUPLICATE_BITS for e, n in prints["train"])
+            assert leak == copies, seed
+        leaks += sum(validation["leak"])
+    assert leaks > 0  # the copy across classes landed on both sides at least once, and was marked

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from training.errors import UserError
-from training.pipeline.features.model import build_model, set_train_mode, small_cnn
+from training.pipeline.features.model import build_model, small_cnn
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "tf_efficientnet_lite0"])
@@ -15,7 +15,7 @@ def test_frozen_backbone_does_not_move(backbone):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith(("fc.", "classifier.")) for n in trainable)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    set_train_mode(model, frozen=True)
+    model.eval()  # as training loads it (features/extract.load_backbone)
     assert not any(m.training for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     x = torch.randn(4, 3, 96, 96)

@@ -22,6 +22,7 @@ from huggingface_hub import HfApi
 from .cli import check_choice, parse
 from .errors import UserError, hub_errors
 from .pipeline.data.folder import FolderRecipe, build_dataset, leak_summary
+from .pipeline.features.model import DEFAULT_BACKBONE
 from .pipeline.features.runtime import RUNTIMES
 from .pipeline.features.tuning import STAGE_CHOICES
 from .publish_space import SpaceArguments, publish_space
@@ -40,7 +41,7 @@ class DemoArguments:
     description: str | None = field(default=None, metadata={"help": "what the images are (markdown, one line)"})
     license: str = field(default="unknown", metadata={"help": "Hub licence id of the images"})
     citation: str | None = field(default=None, metadata={"help": "BibTeX of the images' source (one line)"})
-    backbone: str = field(default="hf-hub:timm/tf_efficientnet_lite0.in1k",
+    backbone: str = field(default=DEFAULT_BACKBONE,
                           metadata={"help": "resnet50.tv_in1k on a connected machine"})
     runtime: str = field(default="auto", metadata={
         "help": "what runs the frozen backbone: torch, onnxruntime or auto (the fastest, measured here)"})

@@ -26,7 +26,7 @@ from .cli import CommaList, Renamed, SeedCount, check_choice, parse, require
 from .pipeline.data.augment import SMALL_CNN_CONFIG, VARIANTS, build_transform
 from .pipeline.data.splits import load_splits
 from .pipeline.features.extractor import keep_freed_memory
-from .pipeline.features.model import small_cnn
+from .pipeline.features.model import DEFAULT_BACKBONE, small_cnn
 from .pipeline.features.runtime import RUNTIMES
 from .pipeline.features.tuning import STAGE_CHOICES
 from .train import TrainArguments, train
@@ -37,7 +37,7 @@ DEPRECATED = (Renamed("dataset", "dataset_id"), SeedCount("seeds"), CommaList("v
 @dataclass
 class StudyArguments:
     dataset_id: str = field(metadata={"help": "Hub dataset id or local folder"})
-    backbone: str = field(default="hf-hub:timm/tf_efficientnet_lite0.in1k", metadata={"help": "frozen backbone"})
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "frozen backbone"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one run per seed"})
     epochs: int = 10
     batch_size: int = 32

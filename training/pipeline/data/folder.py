@@ -26,8 +26,8 @@ from .images import (
     NEAR_DUPLICATE_BITS,
     BadImageError,
     fingerprint,
+    grouped_validation,
     is_hidden,
-    near_duplicate_groups,
     near_pairs,
     read_image,
 )
@@ -109,38 +109,17 @@ def load_record(path: Path, data_dir: Path) -> Record:
 
 
 def make_validation_split(records: list[Record], fraction: float, seed: int, threshold: int) -> None:
-    """Assign each record to train or validation: per class, a seeded ``fraction`` of it to validation,
-    moving whole groups of (near) duplicates so that no validation image duplicates a training one."""
-    ids = near_duplicate_groups(np.stack([r.phash for r in records]), threshold, [r.label for r in records])
-    groups: dict[int, list[int]] = {}
-    for i, group in enumerate(ids.tolist()):
-        groups.setdefault(group, []).append(i)
+    """Assign each record to train or validation (images.grouped_validation: per class, near duplicates whole)."""
     counts = Counter(r.label for r in records)
-    names = sorted(counts)
-    single = [name for name in names if counts[name] < 2]
+    single = [name for name in sorted(counts) if counts[name] < 2]
     if single:
         raise UserError(f"{len(single)} class(es) with 1 image: {', '.join(map(repr, single[:20]))}"
                         f"{' …' if len(single) > 20 else ''}; a validation split needs at least 2 images per class "
                         "(one to train on, one to measure): add images or remove those folders")
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[list[int]]] = {}
-    for members in groups.values():
-        by_class.setdefault(records[members[0]].label, []).append(members)
-    for name in names:
-        members = by_class[name]
-        total = sum(len(g) for g in members)
-        target, taken, left = min(max(1, round(fraction * total)), total - 1), 0, []
-        for k in rng.permutation(len(members)):
-            if taken + len(members[k]) <= target:
-                taken += len(members[k])
-                for i in members[k]:
-                    records[i].split = "validation"
-            else:
-                left += members[k]
-        # Groups too big to fit: split some (the check below then reports those leaks) rather than
-        # leave the class short of validation images.
-        for n, i in enumerate(rng.permutation(left)):
-            records[i].split = "validation" if n < target - taken else "train"
+    chosen = grouped_validation([r.label for r in records], np.stack([r.phash for r in records]), fraction, seed,
+                                threshold)
+    for record, is_validation in zip(records, chosen.tolist(), strict=True):
+        record.split = "validation" if is_validation else "train"
 
 
 def find_duplicates(records: list[Record], threshold: int) -> dict:

@@ -127,3 +127,44 @@ def near_duplicate_groups(hashes: np.ndarray, threshold: int = NEAR_DUPLICATE_BI
             a, b = root(i), root(j)
             parent[max(a, b)] = min(a, b)
     return np.array([root(i) for i in range(len(hashes))], dtype=np.int64)
+
+
+def grouped_validation(labels: list, hashes: np.ndarray, fraction: float, seed: int,
+                       threshold: int = NEAR_DUPLICATE_BITS) -> np.ndarray:
+    """Which rows go to validation (a boolean per row): per class, a seeded ``fraction`` of it, moving whole groups
+    of near duplicates (pHash within ``threshold``, same label) so that no validation image copies a training one.
+    Every class needs 2 rows (the callers say so in their own words)."""
+    ids = near_duplicate_groups(hashes, threshold, labels)
+    groups: dict[int, list[int]] = {}
+    for i, group in enumerate(ids.tolist()):
+        groups.setdefault(group, []).append(i)
+    names = sorted(set(labels))
+    rng = np.random.default_rng(seed)
+    by_class: dict = {}
+    for members in groups.values():
+        by_class.setdefault(labels[members[0]], []).append(members)
+    chosen = np.zeros(len(labels), dtype=bool)
+    for name in names:
+        members = by_class[name]
+        total = sum(len(g) for g in members)
+        target, taken, left = min(max(1, round(fraction * total)), total - 1), 0, []
+        for k in rng.permutation(len(members)):
+            if taken + len(members[k]) <= target:
+                taken += len(members[k])
+                chosen[members[k]] = True
+            else:
+                left += members[k]
+        # Groups too big to fit: split some (the leak check then reports them) rather than leave the class short
+        # of validation images.
+        for n, i in enumerate(rng.permutation(left)):
+            chosen[i] = n < target - taken
+    return chosen
+
+
+def leaked(validation: np.ndarray, train: np.ndarray, threshold: int = NEAR_DUPLICATE_BITS) -> np.ndarray:
+    """A boolean per validation pHash: True when it is within ``threshold`` bits of a training one (identical
+    pixels have identical hashes, so exact copies are among them)."""
+    out = np.zeros(len(validation), dtype=bool)
+    for i, _, _ in near_pairs(validation, train, threshold):
+        out[i] = True
+    return out

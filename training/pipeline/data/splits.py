@@ -16,7 +16,7 @@ from ...errors import UserError, hub_errors
 from ..recipe import DataRecipe
 from .augment import batch_transform, build_transform
 from .corrections import take_in
-from .images import near_duplicate_groups, split_fingerprints
+from .images import grouped_validation, leaked, near_duplicate_groups, split_fingerprints
 from .provenance import DataRecord, dataset_commit, validation_fingerprint
 
 
@@ -86,8 +86,9 @@ def check_splits(dataset: DatasetDict, source: str) -> None:
 
 
 def validation_split(train: Dataset, fraction: float, seed: int, source: str) -> tuple[Dataset, Dataset]:
-    """A seeded, stratified ``fraction`` of a dataset's only split as validation (``stratified_part``, one image of
-    each class at least); a class of one image cannot be split (one line naming every such class)."""
+    """A seeded, stratified ``fraction`` of a dataset's only split as validation, made as for an image folder
+    (images.grouped_validation: near duplicates on one side) and with its ``leak`` column, so every source is
+    measured by one rule; a class of one image cannot be split (one line naming every such class)."""
     labels = np.asarray(train["label"])
     counts = np.bincount(labels, minlength=train.features["label"].num_classes)
     single = [train.features["label"].int2str(c) for c, n in enumerate(counts) if n < 2]
@@ -95,7 +96,13 @@ def validation_split(train: Dataset, fraction: float, seed: int, source: str) ->
         raise UserError(f"dataset {source}: {len(single)} class(es) with fewer than 2 images, so none can be both "
                         f"trained on and measured: {', '.join(map(repr, single[:20]))}"
                         f"{' …' if len(single) > 20 else ''}; add images or remove those classes")
-    return stratified_part(train, labels, counts, fraction, seed, minimum=2)
+    prints = split_fingerprints(train)
+    chosen = grouped_validation(labels.tolist(), prints.near, fraction, seed)
+    rest, part = train.select(np.flatnonzero(~chosen)), train.select(np.flatnonzero(chosen))
+    leaks = leaked(prints.near[chosen], prints.near[~chosen])
+    if "leak" in part.column_names:
+        part = part.remove_columns("leak")
+    return rest, part.add_column("leak", leaks.tolist())
 
 
 def stratified_part(rows: Dataset, labels: np.ndarray, counts: np.ndarray, fraction: float, seed: int,

@@ -97,8 +97,8 @@ def feature_extractor(model: nn.Module, precision: str, compiled: bool = False,
                       kind: type[PooledFeatures] = PooledFeatures) -> PooledFeatures:
     """The frozen backbone for feature extraction: a channels_last *copy* in ``precision``, run by ``kind``.
 
-    A copy: for bf16/fp16, casting the weights once is ~10 % faster than autocast re-casting them
-    every batch; and the model that gets saved keeps its fp32, contiguous weights (safetensors
+    A copy: for bf16/fp16, casting the weights once is faster than autocast re-casting them every
+    batch (BENCHMARKS.md); and the model that gets saved keeps its fp32, contiguous weights (safetensors
     refuses channels_last tensors).
     """
     dtype = half_dtype(precision) or torch.float32
@@ -135,6 +135,23 @@ def forward_speed(extractor: PooledFeatures, input_size: tuple[int, int, int], b
     return batch_size / best
 
 
+def probe_speeds(candidates: dict, input_size: tuple[int, int, int]) -> dict[str, float]:
+    """Images/s of each candidate extractor, interleaved, best of three: this machine's speed drifts from second to
+    second, so candidates timed one after the other would be compared across different moments."""
+    speeds = dict.fromkeys(candidates, 0.0)
+    for _ in range(3):
+        for name, candidate in candidates.items():
+            speeds[name] = round(max(speeds[name], forward_speed(candidate, input_size, repeat=1)), 1)
+    return speeds
+
+
+def main_process_choice(choice: list, accelerator: PartialState) -> list:
+    """Every process gets the main process's choice (timed choices differ from process to process)."""
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice)
+    return choice
+
+
 def choose_precision(requested: str, model: nn.Module, input_size: tuple[int, int, int],
                      accelerator: PartialState) -> tuple[str, dict[str, float]]:
     """(precision, measured images/s per candidate); every process gets the main process's choice."""
@@ -146,12 +163,8 @@ def choose_precision(requested: str, model: nn.Module, input_size: tuple[int, in
         return "bf16", {}
     if not cpu_has_bf16():
         return "no", {}
-    extractors = {candidate: feature_extractor(model, candidate) for candidate in ("no", "bf16")}
-    speeds = dict.fromkeys(extractors, 0.0)
-    for _ in range(3):  # interleaved, best of three: this machine's speed drifts from second to second
-        for candidate, extractor in extractors.items():
-            speeds[candidate] = round(max(speeds[candidate], forward_speed(extractor, input_size, repeat=1)), 1)
-    choice = ["bf16" if speeds["bf16"] >= BF16_MUST_WIN_BY * speeds["no"] else "no", speeds]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(choice)
+    speeds = probe_speeds({candidate: feature_extractor(model, candidate) for candidate in ("no", "bf16")},
+                          input_size)
+    choice = main_process_choice(["bf16" if speeds["bf16"] >= BF16_MUST_WIN_BY * speeds["no"] else "no", speeds],
+                                 accelerator)
     return choice[0], choice[1]

@@ -11,15 +11,18 @@ from torch import nn
 
 from ...errors import UserError, hub_errors
 
-DEFAULT_BACKBONE = "resnet50.tv_in1k"
+# Every command's default (train, demo, study): the weights this machine has, mirrored to the local Hub by the demo;
+# the design's ResNet50 (resnet50.tv_in1k) is one flag where its weights can be downloaded.
+DEFAULT_BACKBONE = "hf-hub:timm/tf_efficientnet_lite0.in1k"
 
 
 def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 2, pretrained: bool = True,
                 freeze: bool = True, drop_rate: float = 0.0) -> nn.Module:
     """A timm model (any name or ``hf-hub:`` id) with a new ``num_classes`` head.
 
-    Frozen means every parameter but the head's has ``requires_grad=False``; keeping the
-    backbone's BatchNorm in eval mode is ``set_train_mode``'s job (``model.train()`` would undo it).
+    Frozen means every parameter but the head's has ``requires_grad=False``; training then keeps the whole model
+    in eval mode (features/extract.load_backbone) and trains the head apart from it, on cached features, so
+    BatchNorm's statistics never move.
     """
     try:
         with hub_errors(f"loading backbone {backbone}"):
@@ -39,15 +42,6 @@ def build_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 2, pretrain
 def head_parameters(model: nn.Module) -> dict[int, nn.Parameter]:
     classifier = model.get_classifier()
     return {id(p): p for p in classifier.parameters()}
-
-
-def set_train_mode(model: nn.Module, frozen: bool) -> None:
-    """Train mode for what learns; a frozen backbone (BatchNorm, dropout) stays in eval mode."""
-    if not frozen:
-        model.train()
-        return
-    model.eval()
-    model.get_classifier().train()
 
 
 def small_cnn(in_chans: int = 3, num_classes: int = 2, size: int = 64) -> nn.Sequential:

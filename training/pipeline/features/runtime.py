@@ -17,12 +17,19 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import broadcast_object_list, parse_flag_from_env
+from accelerate.utils import parse_flag_from_env
 from torch import nn
 
 from ...errors import UserError
 from ..export.onnx_export import export_graph
-from .extractor import BF16_MUST_WIN_BY, choose_precision, cpu_has_bf16, feature_extractor, forward_speed
+from .extractor import (
+    BF16_MUST_WIN_BY,
+    choose_precision,
+    cpu_has_bf16,
+    feature_extractor,
+    main_process_choice,
+    probe_speeds,
+)
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 BACKBONE_ONNX = "backbone.onnx"  # in the run's checkpoints: the probe's export, which the bank's session reuses
@@ -74,15 +81,11 @@ def choose_runtime(runtime: str, precision: str, model: nn.Module, input_size: t
                   "onnxruntime": OnnxPooledFeatures(model, input_size, onnx_path, accelerator)}
     if precision == "auto" and cpu_has_bf16():
         candidates["torch bf16"] = feature_extractor(model, "bf16")
-    speeds = dict.fromkeys(candidates, 0.0)
-    for _ in range(3):  # interleaved, best of three: this machine's speed drifts from second to second
-        for name, candidate in candidates.items():
-            speeds[name] = round(max(speeds[name], forward_speed(candidate, input_size, repeat=1)), 1)
+    speeds = probe_speeds(candidates, input_size)
     best_fp32 = max(("torch fp32", "onnxruntime"), key=speeds.get)
     bf16 = speeds.get("torch bf16", 0.0) >= BF16_MUST_WIN_BY * speeds[best_fp32]
-    choice = ["torch", "bf16", speeds] if bf16 else [best_fp32.split()[0], "no", speeds]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(choice)
+    choice = main_process_choice(["torch", "bf16", speeds] if bf16 else [best_fp32.split()[0], "no", speeds],
+                                 accelerator)
     return choice[0], choice[1], choice[2]
 
 

@@ -13,9 +13,8 @@ once per fold (``STAGE_FOLDS``, which the out-of-fold heads then use too; near d
 and each fold's out-of-fold head and logits use the bank of a suffix that never saw that fold
 (``fold_banks``): calibration, the mislabel finder and the logit-based "neither" scores (msp, energy).
 The feature-based scores (knn, mahalanobis) are distances in one model's geometry, which differs from
-tuning to tuning: they stay cross-fitted on the final model's own bank (measured on Alien vs. Predator:
-the folds' own geometries put 3 % of validation past the 0.5 % limit; the final bank's, 0.5 %;
-BENCHMARKS.md).
+tuning to tuning: they stay cross-fitted on the final model's own bank (the folds' own geometries put
+more of validation past the "neither" limit than it should: BENCHMARKS.md, *Unfreezing*).
 
 The saved model stays the plain timm architecture with changed weights.
 """
@@ -44,11 +43,11 @@ from .extractor import PooledFeatures, feature_extractor, half_dtype
 from .runtime import run_accelerator
 
 STAGE_CHOICES = ("0", "1", "2", "auto")
-AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 costs ~6x more per step: BENCHMARKS.md)
+AUTO_DEPTHS = (1,)  # auto weighs the frozen model against this depth (2 cost several times more per step)
 AUTO_MIN_GAIN = 0.01  # auto unfreezes only when the holdout's answers (image and mirror) gain at least this share
 AUTO_MAX_OOD_LOSS = 0.005  # ... and the kNN AUROC of holdout against the OOD selection half drops at most this much
 # ... and no more of that half falls inside the holdout's "neither" limit (NEITHER_RATE) than with frozen features
-STAGE_FOLDS = 3  # tuned runs' folds: each is a tuning of (k-1)/k of train (3 keeps 6 epochs within 3x frozen time)
+STAGE_FOLDS = 3  # tuned runs' folds: each is a tuning of (k-1)/k of train (3 keeps tuned runs affordable)
 SUGGEST_TUNING_BELOW = 0.9  # holdout accuracy of a frozen run below which --unfreeze_last_stages auto is suggested
 
 
@@ -103,7 +102,7 @@ class Suffix(nn.Module):
         self.depth = n
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        activation = rows.view(-1, *self.shape).contiguous(memory_format=torch.channels_last)  # ~1.15x on CPU
+        activation = rows.view(-1, *self.shape).contiguous(memory_format=torch.channels_last)  # faster on CPU
         return self.pool(self.layers(activation))
 
 

@@ -24,7 +24,7 @@ from ..recipe import HeadRecipe
 from .checkpoints import FRESH_STATE, resume_state, save_checkpoint
 
 CALIBRATION_FOLDS = 5
-STD_FLOOR = 0.02  # of the median feature's spread: below, a feature is left out (Alien vs. Predator's least: 0.03)
+STD_FLOOR = 0.02  # of the median feature's spread: below, a feature is left out (frozen features sit far above)
 
 
 class StandardizedHead(nn.Module):

@@ -42,8 +42,8 @@ def fit_statistics(features: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 
 def _inverse(covariance: np.ndarray) -> np.ndarray:
-    """The inverse of a shrunk covariance: by Cholesky (positive definite once shrunk; the whole fit is 2.8x faster
-    than with sklearn's ``precision_``, an eigendecomposition, at 300 x 1280), by pseudo-inverse if degenerate."""
+    """The inverse of a shrunk covariance: by Cholesky (positive definite once shrunk; much faster than sklearn's
+    ``precision_``, an eigendecomposition), by pseudo-inverse if degenerate."""
     try:
         factor = cho_factor(covariance, lower=True)
     except np.linalg.LinAlgError:
