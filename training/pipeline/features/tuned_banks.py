@@ -112,43 +112,43 @@ def stage_banks(model: nn.Module, input_size: tuple[int, int, int], inputs: Stag
     frozen_bank = run.pooled(run.frozen, prefix, "pooled_frozen")
     if len(holdout_loader.dataset) == 0:
         return without_holdout(run, prefix, frozen_bank, extractor, inputs.groups)
-    holdout = write_bank(extractor, (holdout_loader, None), accelerator, 1, features.seed,
-                         checkpoints / "prefix_holdout", resume=features.resume, dtype="<f2")
+    holdout_prefix = write_bank(extractor, (holdout_loader, None), accelerator, 1, features.seed,
+                                checkpoints / "prefix_holdout", resume=features.resume, dtype="<f2")
     with torch.inference_mode():
         ood_rows = torch.cat([extractor(part) for part in inputs.ood_pixels.split(features.batch_size)])
-    return judged_tuning(run, prefix, frozen_bank, holdout, ood_rows, extractor, inputs.groups)
+    return judged_tuning(run, prefix, frozen_bank, holdout_prefix, ood_rows, extractor, inputs.groups)
 
 
-def judged_tuning(run: StageRun, prefix: FeatureBank, frozen_bank: FeatureBank, holdout: FeatureBank,
+def judged_tuning(run: StageRun, prefix: FeatureBank, frozen_bank: FeatureBank, holdout_prefix: FeatureBank,
                   ood_rows: torch.Tensor, extractor, groups: np.ndarray) -> StageBanks:
     """The tuning on all of train, judged against the frozen model on the holdout and the OOD selection half."""
     every_row, precision, depth = torch.arange(len(prefix)), run.recipe.precision, run.depth
     probe = run.probe(frozen_bank, every_row, run.seed)
-    frozen_right, frozen_loss = holdout_figures(StageModel(run.frozen, probe), holdout)
-    final = run.tune(probe, prefix, every_row, holdout, run.seed, f"depth_{depth}")
+    frozen_right, frozen_loss = holdout_figures(StageModel(run.frozen, probe), holdout_prefix)
+    final = run.tune(probe, prefix, every_row, holdout_prefix, run.seed, f"depth_{depth}")
     tuned_suffix = load_suffix(run.model, depth, run.shape, final.state, as_copy=True)
     tuned_bank = run.pooled(tuned_suffix, prefix, f"pooled_depth_{depth}")
-    frozen_ood = ood_separation(run.frozen, frozen_bank, holdout, ood_rows, precision, run.seed)
-    tuned_ood = ood_separation(tuned_suffix, tuned_bank, holdout, ood_rows, precision, run.seed)
+    frozen_ood = ood_separation(run.frozen, frozen_bank, holdout_prefix, ood_rows, precision, run.seed)
+    tuned_ood = ood_separation(tuned_suffix, tuned_bank, holdout_prefix, ood_rows, precision, run.seed)
     final.report.update(ood_auroc=tuned_ood["auroc"], ood_missed=tuned_ood["missed"])
     requested = run.recipe.stages.requested
-    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout), frozen_ood["auroc"], frozen_ood["missed"])
+    chosen = (auto_choice(frozen_right, {depth: final}, len(holdout_prefix), frozen_ood["auroc"], frozen_ood["missed"])
               if requested == "auto" else depth)
     report = {"requested": requested, "chosen": chosen, "depth_tried": depth,
-              "holdout_predictions": len(holdout), "auto_min_gain": AUTO_MIN_GAIN,
+              "holdout_predictions": len(holdout_prefix), "auto_min_gain": AUTO_MIN_GAIN,
               "auto_max_ood_loss": AUTO_MAX_OOD_LOSS, "ood_selection_images": len(ood_rows),
-              "frozen": {"holdout_accuracy": frozen_right / len(holdout), "holdout_loss": frozen_loss,
+              "frozen": {"holdout_accuracy": frozen_right / len(holdout_prefix), "holdout_loss": frozen_loss,
                          "ood_auroc": frozen_ood["auroc"], "ood_missed": frozen_ood["missed"]},
               "tuned": final.report, "stage_learning_rate": run.recipe.stages.learning_rate, "precision": precision,
               "prefix_bank_bytes": sum(Path(f).stat().st_size for f in prefix.files),
               "activation_shape": list(run.shape)}
     if chosen == 0:
-        pairs = SplitFeatures(pooled_pairs(run.frozen, holdout, precision), holdout.image_labels)
+        pairs = SplitFeatures(pooled_pairs(run.frozen, holdout_prefix, precision), holdout_prefix.image_labels)
         return StageBanks(frozen_bank, pairs, None, None, report, TunedFeatures(extractor, run.frozen, precision))
     fold_of, fold_banks, suffix = tuned_model(run, prefix, frozen_bank, final, groups)
     report["fold_tunings"] = 0 if fold_of is None else int(fold_of.max()) + 1
-    return StageBanks(tuned_bank, SplitFeatures(pooled_pairs(suffix, holdout, precision), holdout.image_labels),
-                      fold_of, fold_banks, report, TunedFeatures(extractor, suffix, precision))
+    holdout = SplitFeatures(pooled_pairs(suffix, holdout_prefix, precision), holdout_prefix.image_labels)
+    return StageBanks(tuned_bank, holdout, fold_of, fold_banks, report, TunedFeatures(extractor, suffix, precision))
 
 
 def tuned_model(run: StageRun, prefix: FeatureBank, frozen_bank: FeatureBank, final, groups: np.ndarray

@@ -125,11 +125,11 @@ def fit_ood(linear: nn.Linear, bank, out_of_fold: OutOfFoldScores, holdout: Spli
     return report, config, method_statistics(method, stats)
 
 
-def training_scores(linear: nn.Linear, bank, out_of_fold: OutOfFoldScores, holdout: torch.Tensor, stats: dict,
+def training_scores(linear: nn.Linear, bank, out_of_fold: OutOfFoldScores, holdout_rows: torch.Tensor, stats: dict,
                     seed: int) -> tuple[dict[str, torch.Tensor], str, int]:
     """(every method's scores of training images it never saw, where they come from, kNN's k). With too few images
-    per class for folds, the holdout (``holdout``: (N, D), scored against all of train) stands in for the
-    cross-fitted scores."""
+    per class for folds, the holdout (``holdout_rows``: its images and mirrors, (2N, D), scored against all of
+    train) stands in for the cross-fitted scores."""
     fold_of, num_classes = out_of_fold.fold_of, linear.out_features
     if fold_of is not None:
         plain = out_of_fold.rows < bank.images
@@ -141,10 +141,11 @@ def training_scores(linear: nn.Linear, bank, out_of_fold: OutOfFoldScores, holdo
                   "near duplicates and every view of an image on one side"
                   + (f"; {left_out} images of classes too small to hold out are not scored)" if left_out else ")"))
         return in_scores, source, KNN_K
-    if len(holdout):
+    if len(holdout_rows):
         with torch.no_grad():
-            in_scores = {m: scores_of(m, holdout, linear(holdout), stats) for m in METHODS}
-        return in_scores, f"the train holdout's {len(holdout)} features (too few images per class for folds)", KNN_K
+            in_scores = {m: scores_of(m, holdout_rows, linear(holdout_rows), stats) for m in METHODS}
+        source = f"the train holdout's {len(holdout_rows)} features (too few images per class for folds)"
+        return in_scores, source, KNN_K
     # one image per class: only the kNN score can be measured on images it never saw
     k = min(KNN_K, max(1, 2 * bank.images - 2))
     source = (f"leave-one-out kNN scores of the {bank.images} training images (one image per class: no folds, "
