@@ -31,7 +31,7 @@ hub: venv
 hub-stop: venv
 	@$(PY) -m localhub.ctl stop --data_dir $(HUB_DIR)
 
-demo: venv
+demo: venv web
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	$(HUB_ENV) $(PY) -m training.demo --data_dir $(DATA_DIR) --weights_dir $(WEIGHTS_DIR) --name $(NAME) $(DEMO_ARGS)
 	@echo "local Hub still running at http://127.0.0.1:$(HUB_PORT) (make hub prints its exports; make hub-stop ends it)"
@@ -51,7 +51,7 @@ study: venv
 retrain: venv
 	@$(PY) -m localhub.ctl start --port $(HUB_PORT) --data_dir $(HUB_DIR) > /dev/null
 	$(HUB_ENV) $(PY) -m training.retrain --dataset_id demo/$(NAME) \
-		--model_id demo/$(NAME)-classifier --space_id demo/$(NAME) $(ARGS)
+		--model_id demo/$(NAME)-classifier --space_id demo/$(NAME) --static_space_id demo/$(NAME)-browser $(ARGS)
 
 # Every benchmark, one at a time (about 15 minutes); run `make demo` first: the time-to-accuracy
 # benchmark reads its dataset from the local Hub and the inference one its model. See BENCHMARKS.md.

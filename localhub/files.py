@@ -276,3 +276,21 @@ def resolve_model(hub: HubDep, ns: str, name: str, rest: str, request: Request):
     return resolve(hub, "model", ns, name, rest, request)
 
 
+
+
+# A static Space's files as <owner>-<name>.static.hf.space serves them: main's files with their web types (a page
+# served as application/octet-stream would be downloaded, not shown). Files are looked up in the commit's tree.
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
+                ".wasm": "application/wasm", ".json": "application/json", ".css": "text/css", ".png": "image/png",
+                ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".md": "text/markdown; charset=utf-8"}
+
+
+@api.get("/static-spaces/{ns}/{name}/{path:path}")
+def static_space(hub: HubDep, ns: str, name: str, path: str, request: Request):
+    commit = hub.readable(request, "space", f"{ns}/{name}").head("main")
+    entry = commit["files"].get(path or "index.html")
+    if entry is None:
+        raise HubError(404, f"{path} does not exist in Space {ns}/{name}", "EntryNotFound")
+    media = STATIC_TYPES.get(os.path.splitext(path or "index.html")[1].lower(), "application/octet-stream")
+    return FileResponse(hub.storage.blob_path(entry["sha256"]), media_type=media,
+                        headers={"X-Content-Type-Options": "nosniff", "Access-Control-Allow-Origin": "*"})

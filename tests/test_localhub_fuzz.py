@@ -76,6 +76,7 @@ def requests_for(value: str) -> list[tuple[str, str, dict, object]]:
         ("GET", f"{repo}/tree/main/{v}", {}, None), ("GET", f"{repo}/commits/{v}", {}, None),
         ("GET", f"/demo/fuzz/resolve/{v}/a.txt", {}, None), ("HEAD", f"/demo/fuzz/resolve/{v}/a.txt", {}, None),
         ("GET", f"/demo/fuzz/resolve/main/{v}", {}, None), ("GET", f"/api/models/{v}/fuzz", {}, None),
+        ("GET", f"/static-spaces/demo/fuzz/{v}", {}, None), ("GET", f"/static-spaces/demo/{v}/index.html", {}, None),
         ("GET", f"/api/models/demo/{v}", {}, None), ("GET", f"/api/{v}", {}, None),
         ("POST", f"{repo}/paths-info/{v}", {"data": {"paths": ["a.txt"]}}, None),
         ("POST", f"{repo}/paths-info/main", {"data": {"paths": [value]}}, FOLDER),

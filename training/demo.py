@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ def main() -> None:
     name = args.name or Path(args.data_dir).resolve().name
     output_dir, clock = Path(args.output_dir) / name, time.time()
     dataset_id = f"{args.namespace}/{name}"
-    model_id, space_id = f"{dataset_id}-classifier", dataset_id
+    model_id, space_id, browser_id = f"{dataset_id}-classifier", dataset_id, f"{dataset_id}-browser"
 
     def step(text: str) -> None:
         nonlocal clock
@@ -141,10 +142,14 @@ def main() -> None:
     for line in results["not_measured"]:
         print(f"      not measured: {line}")
     publish_space(SpaceArguments(space_id=space_id, model_id=model_id, dataset_id=dataset_id, title=args.title,
-                                 description=args.description, feedback_dataset=f"{dataset_id}-feedback"))
+                                 description=args.description, feedback_dataset=f"{dataset_id}-feedback",
+                                 static_space_id=browser_id))
     step(f"[4/4] Space published: {space_id} — run it with `make space NAME={name}` (http://127.0.0.1:7860); "
           f"visitors' corrections go to {dataset_id}-feedback (private)")
-    print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}")
+    print(f"      the model in the browser: {browser_id} (static Space), open "
+          f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co').rstrip('/')}/static-spaces/{browser_id}/index.html"
+          " on the local Hub")
+    print(f"\ndataset {dataset_id}\nmodel   {model_id}\nspace   {space_id}\nbrowser {browser_id}")
 
 
 if __name__ == "__main__":

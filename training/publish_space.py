@@ -21,6 +21,7 @@ from .cli import parse
 from .errors import UserError, hub_errors
 from .pipeline.data.splits import measured_validation
 from .pipeline.export.results import load_results
+from .publishing.static_space import publish_static_space
 from .publishing.visibility import check_images_may_go, is_private
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "space"
@@ -44,6 +45,8 @@ class SpaceArguments:
         "help": "let example images of a private dataset go into a public Space"})
     feedback_dataset: str | None = field(default=None, metadata={
         "help": "collect visitors' corrections in this (private) dataset repo; the Space needs HF_TOKEN to write"})
+    static_space_id: str | None = field(default=None, metadata={
+        "help": "also publish the browser page (web/: the model runs in the visitor's browser) as this static Space"})
 
 
 def pick_examples(model_id: str, dataset_id: str, cap: int) -> list[tuple[str, bytes]]:
@@ -124,6 +127,8 @@ def publish_space(args: SpaceArguments) -> str:
         info = api.upload_folder(repo_id=args.space_id, repo_type="space", folder_path=folder,
                                  commit_message=f"Space for {args.model_id}",
                                  delete_patterns=["examples/*", "space/*", "*.py"])  # also an older flat layout
+    if args.static_space_id:
+        publish_static_space(args.static_space_id, args.model_id, title, args.private)
     return info.commit_url
 
 

@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_id", required=True)
     parser.add_argument("--model_id", required=True)
     parser.add_argument("--space_id", default=None, help="refresh this Space when the candidate is merged")
+    parser.add_argument("--static_space_id", default=None,
+                        help="and this static Space (the browser page), pinned to the merged commit")
     decision = parser.add_mutually_exclusive_group()
     decision.add_argument("--force", action="store_true", help="merge even if the candidate is worse")
     decision.add_argument("--no_merge", action="store_true", help="open the pull request, leave merging to a person")
@@ -111,8 +113,9 @@ def main() -> None:
     action = decide(current is None, failed, known.force, known.no_merge)
     mismatch = None if current is None else other_split(current, results)
     if land(action, released.commit, known, failed, mismatch) and known.space_id:
-        print(f"refreshed Space {known.space_id}: "
-              f"{publish_space(SpaceArguments(known.space_id, known.model_id, known.dataset_id))}")
+        refreshed = publish_space(SpaceArguments(known.space_id, known.model_id, known.dataset_id,
+                                                 static_space_id=known.static_space_id))
+        print(f"refreshed Space {known.space_id}: {refreshed}")
 
 
 def print_feedback(feedback: dict | None) -> None:
