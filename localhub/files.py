@@ -285,12 +285,14 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", "
                 ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".md": "text/markdown; charset=utf-8"}
 
 
-@api.get("/static-spaces/{ns}/{name}/{path:path}")
+@api.api_route("/static-spaces/{ns}/{name}/{path:path}", methods=["GET", "HEAD"])
 def static_space(hub: HubDep, ns: str, name: str, path: str, request: Request):
     commit = hub.readable(request, "space", f"{ns}/{name}").head("main")
     entry = commit["files"].get(path or "index.html")
     if entry is None:
         raise HubError(404, f"{path} does not exist in Space {ns}/{name}", "EntryNotFound")
     media = STATIC_TYPES.get(os.path.splitext(path or "index.html")[1].lower(), "application/octet-stream")
-    return FileResponse(hub.storage.blob_path(entry["sha256"]), media_type=media,
-                        headers={"X-Content-Type-Options": "nosniff", "Access-Control-Allow-Origin": "*"})
+    headers = {"X-Content-Type-Options": "nosniff", "Access-Control-Allow-Origin": "*"}
+    if request.method == "HEAD":
+        return Response(headers={**headers, "Content-Length": str(entry["size"])}, media_type=media)
+    return FileResponse(hub.storage.blob_path(entry["sha256"]), media_type=media, headers=headers)

@@ -112,3 +112,27 @@ def test_namespaces(api):
         api.create_repo("someone-else/x")
     assert info.value.response.status_code == 403
     assert {o["name"] for o in api.whoami()["orgs"]} == {"timm"}
+
+
+def test_a_static_space_is_served_with_web_types_and_a_private_one_only_to_its_owner(api):
+    """As <owner>-<name>.static.hf.space: the page renders (text/html), scripts run, WebAssembly streams."""
+    import os
+
+    import requests
+
+    for repo, private in (("demo/static-page", False), ("demo/static-secret", True)):
+        api.create_repo(repo, repo_type="space", space_sdk="static", private=private, exist_ok=True)
+        for name, data in (("index.html", b"<p>hi</p>"), ("js/app.js", b"1"), ("a.wasm", b"\0asm")):
+            api.upload_file(path_or_fileobj=data, path_in_repo=name, repo_id=repo, repo_type="space")
+    base = f"{os.environ['HF_ENDPOINT']}/static-spaces/demo/static-page"
+    page = requests.get(f"{base}/index.html", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and page.text == "<p>hi</p>"
+    assert requests.get(f"{base}/js/app.js", timeout=10).headers["content-type"].startswith("text/javascript")
+    head = requests.head(f"{base}/a.wasm", timeout=10)
+    assert head.status_code == 200 and head.headers["content-type"] == "application/wasm"
+    assert head.headers["content-length"] == "4" and head.headers["x-content-type-options"] == "nosniff"
+    assert requests.get(f"{base}/missing.js", timeout=10).status_code == 404
+    secret = f"{os.environ['HF_ENDPOINT']}/static-spaces/demo/static-secret/index.html"
+    assert requests.get(secret, timeout=10).status_code in (401, 404)
+    token = os.environ["HF_TOKEN"]
+    assert requests.get(secret, headers={"Authorization": f"Bearer {token}"}, timeout=10).text == "<p>hi</p>"
