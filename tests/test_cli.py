@@ -99,6 +99,8 @@ def test_arguments_built_in_code_are_checked_too():
     ("study", ["--dataset_id", "x/y", "--seedz", "1"], "unknown flag --seedz: did you mean --seeds?"),
     ("retrain", ["--dataset_id", "x/y", "--model_id", "a/b", "--epochz", "3"],
      "unknown flag --epochz: did you mean --epochs?"),
+    ("retrain", ["--dataset_id", "x/y", "--model_id", "a/b", "--static_spce_id", "s"],
+     "unknown flag --static_spce_id: did you mean --static_space_id?"),
 ])
 def test_a_misspelled_flag_gets_one_line_naming_the_closest(monkeypatch, capsys, command, argv, expected):
     import importlib

@@ -151,21 +151,26 @@ def parse(arguments: type[T], doc: str | None, argv: Sequence[str] | None = None
     argv = rewrite_deprecated(read_argument_files(sys.argv[1:] if argv is None else argv), deprecated)
     *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
-        raise UserError(unknown_message(unknown, parser))
+        raise UserError(unknown_message(unknown, flags_of(parser)))
     if positional:
         setattr(parsed[0], positional[0], getattr(parsed[1], positional[0]))
     return parsed[0]
 
 
-def unknown_message(unknown: Sequence[str], parser) -> str:
-    """One line naming the first unknown argument and, for a flag, the closest valid one."""
+def flags_of(*parsers: argparse.ArgumentParser) -> list[str]:
+    """Every ``--flag`` the parsers take."""
+    return sorted({o for parser in parsers for action in parser._actions for o in action.option_strings
+                   if o.startswith("--")})
+
+
+def unknown_message(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """One line naming the first unknown argument and, for a flag, the closest of the ``known`` flags."""
     import difflib
 
     first = unknown[0]
     if not first.startswith("-"):
         return f"unexpected argument {first!r} (every value follows its flag; see --help)"
     flag = first.split("=", 1)[0]
-    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
     close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
     return f"unknown flag {flag}" + (f": did you mean {close[0]}?" if close else " (see --help)")
 

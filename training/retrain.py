@@ -26,7 +26,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
-from .cli import parse
+from .cli import flags_of, parse, unknown_message
 from .errors import UserError, hub_errors
 from .pipeline.export.results import load_results
 from .publish_space import SpaceArguments, publish_space
@@ -72,6 +72,17 @@ def training_arguments(saved: dict, overrides: list[str], dataset_id: str, model
     return args
 
 
+def check_flags(overrides: list[str], own: argparse.ArgumentParser) -> None:
+    """A misspelled flag is named, with the closest of retrain's and training's flags, before any Hub call (the
+    training parser alone would only see it after main's run.json is read, and suggest its own flags)."""
+    from transformers import HfArgumentParser
+
+    known = [*flags_of(own, HfArgumentParser(TrainArguments)), *(f"--{d.old}" for d in DEPRECATED)]
+    unknown = [arg for arg in overrides if arg.startswith("--") and arg.split("=", 1)[0] not in known]
+    if unknown:
+        raise UserError(unknown_message(unknown, known))
+
+
 def parser() -> argparse.ArgumentParser:
     """retrain's own flags; any other flag is a training override (training_arguments)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,7 +103,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    known, overrides = parser().parse_known_args()
+    own = parser()
+    known, overrides = own.parse_known_args()
+    check_flags(overrides, own)
     saved, current = current_run(known.model_id)
     if saved.get("dataset_id") != known.dataset_id:  # main's commit belongs to main's dataset
         saved.pop("dataset_revision", None)

@@ -280,7 +280,7 @@ function camMap(featureMap, [channels, h, w], weightRow, method) {
   return Array.from(cam, (v) => (span > 0 ? (v - low) / span : 0));
 }
 
-function jet(v) {  // matplotlib's 'jet', as space/cam.py's palette
+function jet(v) {  // matplotlib's 'jet' at v in [0, 1], as space/cam.py's palette
   const segments = [[[0, 0], [0.35, 0], [0.66, 1], [0.89, 1], [1, 0.5]],
                     [[0, 0], [0.125, 0], [0.375, 1], [0.64, 1], [0.91, 0], [1, 0]],
                     [[0, 0.5], [0.11, 1], [0.34, 1], [0.65, 0], [1, 0]]];
@@ -293,6 +293,8 @@ function jet(v) {  // matplotlib's 'jet', as space/cam.py's palette
   });
 }
 
+const JET = Array.from({length: 256}, (_, i) => jet(i / 255));  // the 256 colours, made once
+
 function drawHeatmap(canvas, image, cam, [h, w], opacity) {
   canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
   const context = canvas.getContext("2d");
@@ -301,7 +303,7 @@ function drawHeatmap(canvas, image, cam, [h, w], opacity) {
   const big = resize(small, w, h, canvas.width, canvas.height, "bilinear", 1);  // as the Space's PIL resize
   const picture = context.getImageData(0, 0, canvas.width, canvas.height);
   for (let p = 0; p < big.length; p++) {
-    const colour = jet(big[p] / 255);
+    const colour = JET[big[p]];
     for (let c = 0; c < 3; c++) {
       const base = picture.data[p * 4 + c];
       picture.data[p * 4 + c] = base + opacity * (colour[c] - base);
@@ -326,7 +328,9 @@ function headline(answer, labels) {
   return answer.label;
 }
 
-async function classify(image, method) {
+// One forward pass per picture (space/inference.py's Classifier.explain): the answer, and the feature map every
+// heatmap method reads, so changing the method or the opacity runs no model again.
+async function explain(image) {
   const m = await model;
   const outputs = await m.session.run({pixel_values: preprocess(image, m.config.pretrained_cfg || {})});
   const features = Array.from(outputs.features.data);
@@ -336,20 +340,30 @@ async function classify(image, method) {
     return sum;
   });
   const probs = softmax(logits);
-  const topIndex = probs.indexOf(Math.max(...probs));
+  const top = probs.indexOf(Math.max(...probs));
   const score = m.ood ? oodScore(m.ood, features, logits) : null;
   const verdict = m.ood ? verdictOf(score, m.ood.unsure_threshold, m.ood.threshold) : SURE;
-  const shape = outputs.feature_map.dims.slice(1);
-  const chosen = method || m.camMethod;
   const answer = {
-    label: verdict === NEITHER ? NEITHER : m.labels[topIndex], verdict,
+    label: verdict === NEITHER ? NEITHER : m.labels[top], verdict,
     probabilities: Object.fromEntries(m.labels.map((name, i) => [name, probs[i]])),
     ood_score: score, unsure_threshold: m.ood ? m.ood.unsure_threshold ?? null : null,
-    threshold: m.ood ? m.ood.threshold : null, cam_method: chosen,
-    cam: {shape: shape.slice(1), data: camMap(outputs.feature_map.data, shape, m.weight.subarray(topIndex * m.dim, (topIndex + 1) * m.dim), chosen)},
+    threshold: m.ood ? m.ood.threshold : null,
   };
   answer.headline = headline(answer, m.labels);
-  return answer;
+  return {answer, top, featureMap: outputs.feature_map.data, shape: outputs.feature_map.dims.slice(1)};
+}
+
+// The top class's heatmap under ``method`` (the model's own default when none is given).
+function heatmap(m, explained, method) {
+  const {top, featureMap, shape} = explained;
+  const chosen = method || m.camMethod;
+  const row = m.weight.subarray(top * m.dim, (top + 1) * m.dim);
+  return {cam_method: chosen, cam: {shape: shape.slice(1), data: camMap(featureMap, shape, row, chosen)}};
+}
+
+async function classify(image, method) {
+  const explained = await explain(image);
+  return {...explained.answer, ...heatmap(await model, explained, method)};
 }
 
 function loadImage(url) {
@@ -368,17 +382,19 @@ async function classifyUrl(url, method) {
 // ---- the page ----
 
 const $ = (id) => document.getElementById(id);
-let shown = null;  // the picture on the page, redrawn when the method or the opacity changes
+let shown = null;  // the picture on the page and its forward pass, redrawn when the method or the opacity changes
 
 async function show() {
   if (!shown) return;
   try {
-    const answer = await classify(shown.image, $("method").value);
+    shown.explained = shown.explained || await explain(shown.image);
+    const {answer} = shown.explained;
+    const {cam} = heatmap(await model, shown.explained, $("method").value);
     $("answer").textContent = answer.headline;
     $("verdict").textContent = answer.verdict;
     $("probabilities").textContent = Object.entries(answer.probabilities)
       .sort((a, b) => b[1] - a[1]).map(([name, p]) => `${name}: ${(100 * p).toFixed(1)} %`).join("\n");
-    drawHeatmap($("heatmap"), shown.image, answer.cam.data, answer.cam.shape, Number($("opacity").value));
+    drawHeatmap($("heatmap"), shown.image, cam.data, cam.shape, Number($("opacity").value));
     $("error").textContent = "";
   } catch (error) {  // said on the page, never swallowed
     $("error").textContent = `${shown.name}: ${error.message || error}`;
@@ -392,8 +408,10 @@ $("file").addEventListener("change", async (event) => {
   try {
     shown = {name: file.name, image: await loadImage(url)};
     await show();
-  } catch (error) {
+  } catch (error) {  // the previous picture's answer goes: it is not this file's
     shown = null;
+    for (const id of ["answer", "verdict", "probabilities"]) $(id).textContent = "";
+    $("heatmap").width = 0;
     $("error").textContent = `${file.name}: ${error.message || error}`;
   } finally {
     URL.revokeObjectURL(url);

@@ -41,9 +41,28 @@ class SplitPrints(NamedTuple):
     files: list[str]
 
 
+# By the split's ``datasets`` fingerprint (its content and every transform applied): a release loads its splits three
+# times (training, the ONNX gate, faithfulness), and a dataset without a validation split is fingerprinted whole to
+# make one; each version is decoded once per process.
+_PRINTS: dict[str, SplitPrints] = {}
+PRINTS_KEPT = 4
+
+
 def split_fingerprints(split) -> SplitPrints:
     """The fingerprints of a ``datasets`` split with an ``image`` column; rows are decoded one at a time, so
     memory does not grow with the split."""
+    key = getattr(split, "_fingerprint", None)
+    if key is None or key not in _PRINTS:
+        prints = _decoded_fingerprints(split)
+        if key is None:
+            return prints
+        _PRINTS[key] = prints
+        while len(_PRINTS) > PRINTS_KEPT:
+            del _PRINTS[next(iter(_PRINTS))]
+    return _PRINTS[key]
+
+
+def _decoded_fingerprints(split) -> SplitPrints:
     exact, hashes = [], []
     for row in split.select_columns(["image"]):
         pixels, near = fingerprint(to_rgb(row["image"]))

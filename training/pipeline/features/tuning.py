@@ -216,14 +216,13 @@ def tuning_epoch(model: nn.Module, loader, optimizer, scheduler, accelerator, we
 
 def save_tuning(tuned: Tuned, saved: Path, accelerator) -> Tuned:
     """Weights and report to ``saved`` (the weights last: a complete tuning), by the main process."""
-    state, report = tuned.state, tuned.report
     if accelerator.is_main_process:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        save_file(state, saved.with_suffix(".tmp"))
-        saved.with_suffix(".json").write_text(json.dumps(report))
+        save_file(tuned.state, saved.with_suffix(".tmp"))
+        saved.with_suffix(".json").write_text(json.dumps(tuned.report))
         saved.with_suffix(".tmp").replace(saved)  # the weights last: a complete tuning
     accelerator.wait_for_everyone()
-    return Tuned(state, report)
+    return tuned
 
 
 def autocast(precision: str):
